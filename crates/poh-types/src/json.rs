@@ -1,0 +1,178 @@
+//! The JSON form of a transaction: `{"tx_id","holder_id","timestamp","payload"}` with
+//! the payload in standard (padded) base64, as the prototype's CLI read and wrote it.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use crate::tx::{Limits, Tx, TxError};
+
+/// The wire form, field for field. Unknown fields are rejected so that a typo such as
+/// `"holderid"` is an error rather than a silently empty field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TxJson {
+    /// Transaction id.
+    pub tx_id: String,
+    /// Holder id.
+    pub holder_id: String,
+    /// UNIX seconds.
+    pub timestamp: f64,
+    /// Standard base64 of the payload.
+    pub payload: String,
+}
+
+/// A JSON document that is not a valid transaction.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JsonError {
+    /// Not JSON, a missing field, a wrong type or an unknown field.
+    #[error("malformed transaction JSON: {0}")]
+    Syntax(#[from] serde_json::Error),
+    /// The `payload` field is not standard base64.
+    #[error("tx {tx_id}: payload is not valid standard base64: {source}")]
+    Base64 {
+        /// The transaction concerned.
+        tx_id: String,
+        /// The decoder's complaint.
+        source: base64::DecodeError,
+    },
+    /// A field breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] TxError),
+}
+
+impl Tx {
+    /// Parses and validates the JSON form against `limits`.
+    pub fn from_json(s: &str, limits: &Limits) -> Result<Self, JsonError> {
+        let j: TxJson = serde_json::from_str(s)?;
+        Self::from_wire(j, limits)
+    }
+
+    /// Validates an already parsed wire form against `limits`.
+    pub fn from_wire(j: TxJson, limits: &Limits) -> Result<Self, JsonError> {
+        let tx_id = crate::TxId::new(j.tx_id).map_err(TxError::from)?;
+        // Reject an oversized payload before decoding it: base64 is 4/3 of the bytes.
+        let max_encoded = limits.max_payload_bytes.saturating_add(2) / 3 * 4;
+        if j.payload.len() > max_encoded.saturating_add(4) {
+            return Err(TxError::PayloadTooLarge {
+                tx_id: tx_id.into_string(),
+                len: j.payload.len() / 4 * 3,
+                max: limits.max_payload_bytes,
+            }
+            .into());
+        }
+        let payload = STANDARD
+            .decode(j.payload.as_bytes())
+            .map_err(|source| JsonError::Base64 {
+                tx_id: tx_id.to_string(),
+                source,
+            })?;
+        let tx = Tx {
+            tx_id,
+            holder_id: j.holder_id,
+            timestamp: j.timestamp,
+            payload,
+        };
+        tx.validate(limits)?;
+        Ok(tx)
+    }
+
+    /// The wire form of this transaction.
+    pub fn to_wire(&self) -> TxJson {
+        TxJson {
+            tx_id: self.tx_id.to_string(),
+            holder_id: self.holder_id.clone(),
+            timestamp: self.timestamp,
+            payload: STANDARD.encode(&self.payload),
+        }
+    }
+
+    /// One line of JSON.
+    pub fn to_json(&self) -> String {
+        // A struct of strings and a finite f64 always serializes.
+        serde_json::to_string(&self.to_wire()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lim() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn parses_the_prototype_form() {
+        let tx = Tx::from_json(
+            r#"{"tx_id":"t1","holder_id":"h","timestamp":1700000000.5,"payload":"aGVsbG8="}"#,
+            &lim(),
+        )
+        .unwrap();
+        assert_eq!(tx.tx_id.as_str(), "t1");
+        assert_eq!(tx.payload, b"hello");
+        assert_eq!(tx.timestamp, 1700000000.5);
+        // integers are accepted for the timestamp, as Python's float() did
+        let tx = Tx::from_json(
+            r#"{"tx_id":"t1","holder_id":"h","timestamp":17,"payload":""}"#,
+            &lim(),
+        )
+        .unwrap();
+        assert_eq!(tx.timestamp, 17.0);
+    }
+
+    #[test]
+    fn hostile_json_is_rejected_with_a_reason() {
+        let cases: &[(&str, &str)] = &[
+            ("", "malformed"),
+            ("{", "malformed"),
+            ("[]", "malformed"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":1}"#, "payload"),
+            (r#"{"tx_id":1,"holder_id":"h","timestamp":1,"payload":""}"#, "malformed"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":"1","payload":""}"#, "malformed"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":1,"payload":"!!"}"#, "base64"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":1,"payload":"aGVsbG8"}"#, "base64"),
+            (r#"{"tx_id":"../x","holder_id":"h","timestamp":1,"payload":""}"#, "tx_id"),
+            (r#"{"tx_id":"a","holder_id":"","timestamp":1,"payload":""}"#, "holder_id"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":-1,"payload":""}"#, "negative"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":1e300,"payload":""}"#, "milliseconds"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":1,"payload":"","x":1}"#, "unknown field"),
+        ];
+        for (input, word) in cases {
+            let e = Tx::from_json(input, &lim()).unwrap_err().to_string();
+            assert!(e.contains(word), "{input}: {e:?} should mention {word:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_payload_is_rejected_before_decoding() {
+        let body = STANDARD.encode(vec![7u8; 1000]);
+        let j = format!(r#"{{"tx_id":"a","holder_id":"h","timestamp":1,"payload":"{body}"}}"#);
+        let e = Tx::from_json(&j, &Limits { max_payload_bytes: 100 }).unwrap_err();
+        assert!(matches!(e, JsonError::Invalid(TxError::PayloadTooLarge { .. })), "{e}");
+        assert!(Tx::from_json(&j, &Limits { max_payload_bytes: 1000 }).is_ok());
+        let e = Tx::from_json(&j, &Limits { max_payload_bytes: 999 }).unwrap_err();
+        assert!(matches!(e, JsonError::Invalid(TxError::PayloadTooLarge { .. })), "{e}");
+    }
+
+    proptest! {
+        #[test]
+        fn json_round_trips(
+            id in "[A-Za-z0-9_-][A-Za-z0-9._-]{0,40}",
+            holder in "[^\\p{Cc}]{1,20}",
+            ts in 0.0f64..1e10,
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let tx = Tx::new(id, holder, ts, payload).expect("valid by construction");
+            let back = Tx::from_json(&tx.to_json(), &lim()).expect("our own output parses");
+            prop_assert_eq!(back, tx);
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(s in "\\PC{0,200}") {
+            let _ = Tx::from_json(&s, &lim());
+        }
+    }
+}
