@@ -1,1 +1,1 @@
-pub fn x(){}
+//! poh-ttl: TTL garbage collection for a poh-storage store (in progress).

@@ -1,0 +1,110 @@
+//! Errors of the storage library: one enum, each variant naming the tx or path concerned.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The transaction breaks an input rule; nothing was written.
+    #[error(transparent)]
+    Invalid(#[from] poh_types::TxError),
+
+    /// A stored payload does not match the SHA-256 recorded for it, or is not a regular file.
+    /// Run `recover` to quarantine it.
+    #[error("integrity error on tx {tx_id}: {detail} (run `poh-storage recover` to quarantine it)")]
+    Integrity {
+        /// The transaction concerned.
+        tx_id: String,
+        /// What was found.
+        detail: String,
+    },
+
+    /// A row exists but its payload file is missing.
+    #[error(
+        "tx {tx_id}: payload file {} is missing (run `poh-storage recover` to drop the row)",
+        path.display()
+    )]
+    PayloadMissing {
+        /// The transaction concerned.
+        tx_id: String,
+        /// Where the payload should be.
+        path: PathBuf,
+    },
+
+    /// A file-system operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("write temp file", "fsync", ...).
+        op: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+
+    /// The metadata database failed.
+    #[error("metadata database {}: {what}: {source}", path.display())]
+    Meta {
+        /// What was being done.
+        what: String,
+        /// The database file.
+        path: PathBuf,
+        /// The backend's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The metadata database was written by a newer, incompatible version.
+    #[error(
+        "metadata database {} has schema version {found}; this build understands up to {supported}. Upgrade poh-store.",
+        path.display()
+    )]
+    SchemaTooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+
+    /// No store exists at the given location and creation was not requested.
+    #[error("no store at {}: {why} (create one with `poh-storage init`)", path.display())]
+    NotFound {
+        /// The missing base directory or database.
+        path: PathBuf,
+        /// What is missing.
+        why: String,
+    },
+
+    /// An earlier fsync or finalising step failed, so what the disk holds is uncertain.
+    /// The store refuses writes until it is closed and reopened (reopening runs repair).
+    #[error(
+        "store is read-only after an earlier durability failure ({0}); close and reopen it to repair"
+    )]
+    Poisoned(String),
+
+    /// The store has been closed.
+    #[error("store is closed")]
+    Closed,
+}
+
+impl StorageError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True for errors that may go away on retry (permissions, descriptors, I/O errors,
+    /// a busy database), as opposed to bad input or detected corruption.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Io { .. } | Self::Meta { .. } | Self::Poisoned(_))
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,476 @@
+//! [`StorageManager`]: the async face of a store. Writes go to the writer thread (group
+//! commit); reads run on tokio's blocking pool with a small pool of reader connections.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use poh_types::{Limits, Tx, TxId};
+use tokio::sync::oneshot;
+
+use crate::error::{Result, StorageError};
+use crate::fs::{FileSystem, RealFs, is_not_regular};
+use crate::lock::StoreLock;
+use crate::meta::{MetaBackend, MetaRow, MetaStore, SqliteBackend, Stats};
+use crate::payload::{PayloadStore, sha256_hex};
+use crate::recover::{self, RecoverReport};
+use crate::writer::{Cmd, Poison, Writer};
+
+/// Most idle reader connections kept.
+const MAX_IDLE_READERS: usize = 8;
+
+/// How a store is opened.
+#[derive(Clone)]
+pub struct OpenOptions {
+    /// Create the base directory and database if missing (default true).
+    pub create: bool,
+    /// Input limits applied to saves.
+    pub limits: Limits,
+    /// The file system payloads live on (tests substitute a simulated one).
+    pub fs: Arc<dyn FileSystem>,
+    /// The metadata backend; `None` means SQLite at the `db` path given to `open`.
+    pub meta: Option<Arc<dyn MetaBackend>>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            create: true,
+            limits: Limits::default(),
+            fs: Arc::new(RealFs),
+            meta: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("create", &self.create)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A page of [`StorageManager::list_page`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// Rows in id order.
+    pub rows: Vec<MetaRow>,
+    /// Pass as `after` to get the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// A durable, verified transaction store: payload files under a base directory and
+/// metadata in a database. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct StorageManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Mutex<Option<mpsc::Sender<Cmd>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    backend: Arc<dyn MetaBackend>,
+    readers: Mutex<Vec<Box<dyn MetaStore>>>,
+    payloads: PayloadStore,
+    limits: Limits,
+    poison: Poison,
+}
+
+impl std::fmt::Debug for StorageManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageManager")
+            .field("base", &self.inner.payloads.base())
+            .field("db", &self.inner.backend.location())
+            .finish()
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StorageError::Meta {
+            what: "blocking task".into(),
+            path: PathBuf::new(),
+            source: e.to_string().into(),
+        }))
+}
+
+impl StorageManager {
+    /// Opens the store with payloads under `base` and SQLite metadata at `db`, creating
+    /// both if missing, migrating a prototype database in place, and finishing any save
+    /// a crash interrupted after its commit point.
+    pub async fn open(base: impl AsRef<Path>, db: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(base, db, OpenOptions::default()).await
+    }
+
+    /// [`open`](Self::open) with options.
+    pub async fn open_with(
+        base: impl AsRef<Path>,
+        db: impl AsRef<Path>,
+        opts: OpenOptions,
+    ) -> Result<Self> {
+        let base = base.as_ref().to_path_buf();
+        let db = db.as_ref().to_path_buf();
+        blocking(move || Self::open_blocking(base, db, opts)).await
+    }
+
+    fn open_blocking(base: PathBuf, db: PathBuf, opts: OpenOptions) -> Result<Self> {
+        if !opts.create {
+            match std::fs::metadata(&base) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(StorageError::io(
+                        "open base directory",
+                        &base,
+                        std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(StorageError::NotFound {
+                        path: base,
+                        why: "the base directory does not exist".into(),
+                    });
+                }
+            }
+        }
+        let payloads = PayloadStore::new(opts.fs.clone(), &base);
+        payloads
+            .init()
+            .map_err(|e| StorageError::io("create store directories", &base, e))?;
+        let backend: Arc<dyn MetaBackend> = match opts.meta {
+            Some(b) => b,
+            None => Arc::new(SqliteBackend::new(db, opts.create)),
+        };
+        let mut meta = backend.open_writer()?;
+        let lock = StoreLock::open(&base)?;
+        {
+            let _guard = lock.exclusive()?;
+            let report = recover::repair_temps(&payloads, &mut *meta, false);
+            if !report.rolled_forward.is_empty() || !report.temps_removed.is_empty() {
+                tracing::info!(
+                    rolled_forward = report.rolled_forward.len(),
+                    temps_removed = report.temps_removed.len(),
+                    "finished saves interrupted by a crash"
+                );
+            }
+        }
+        let poison = Poison::default();
+        let writer = Writer {
+            meta,
+            payloads: payloads.clone(),
+            lock,
+            poison: poison.clone(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("poh-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StorageError::io("spawn writer thread", &base, e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                backend,
+                readers: Mutex::new(Vec::new()),
+                payloads,
+                limits: opts.limits,
+                poison,
+            }),
+        })
+    }
+
+    /// The base directory.
+    pub fn base(&self) -> &Path {
+        self.inner.payloads.base()
+    }
+
+    /// The limits applied to saves.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Cmd) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.inner.tx.lock().unwrap_or_else(|p| p.into_inner());
+            let sender = guard.as_ref().ok_or(StorageError::Closed)?;
+            sender.send(make(reply)).map_err(|_| StorageError::Closed)?;
+        }
+        rx.await.unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Saves `tx` durably: when this returns Ok the tx survives a crash or power loss.
+    /// Re-saving an id replaces it atomically. Concurrent callers share one commit.
+    pub async fn save(&self, tx: Tx) -> Result<()> {
+        self.save_batch(vec![tx]).await
+    }
+
+    /// Saves all of `txs` durably in one commit: all of them or, on error, none.
+    /// Every tx is validated first; one invalid tx rejects the batch before anything is
+    /// written.
+    pub async fn save_batch(&self, txs: Vec<Tx>) -> Result<()> {
+        for tx in &txs {
+            tx.validate(&self.inner.limits)?;
+        }
+        if txs.is_empty() {
+            return Ok(());
+        }
+        self.inner.poison.check()?;
+        self.call(|reply| Cmd::Save { txs, reply }).await
+    }
+
+    /// Deletes `id` (row, then payload file); true if it existed.
+    pub async fn delete(&self, id: &TxId) -> Result<bool> {
+        let id = id.clone();
+        self.call(|reply| Cmd::Delete { id, reply }).await
+    }
+
+    /// Deletes up to `limit` txs with `now - timestamp > ttl`, oldest first, as one
+    /// commit, and returns their ids. The condition is checked inside the commit, so a tx
+    /// re-saved with a fresh timestamp meanwhile is kept.
+    pub async fn delete_expired(&self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
+        self.call(|reply| Cmd::DeleteExpired {
+            now,
+            ttl,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    fn with_reader<T>(inner: &Inner, f: impl FnOnce(&mut dyn MetaStore) -> Result<T>) -> Result<T> {
+        let pooled = inner
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => inner.backend.open_reader()?,
+        };
+        let out = f(&mut *conn);
+        let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+        out
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        blocking(move || f(&inner)).await
+    }
+
+    /// Up to `limit` txs with `now - timestamp > ttl`, after `after` in
+    /// `(timestamp, tx_id)` order. Changes nothing (for dry runs).
+    pub async fn find_expired(
+        &self,
+        now: f64,
+        ttl: f64,
+        after: Option<(f64, String)>,
+        limit: usize,
+    ) -> Result<Vec<MetaRow>> {
+        self.read(move |inner| {
+            Self::with_reader(inner, |m| {
+                m.find_expired(now, ttl, after.as_ref().map(|(t, s)| (*t, s.as_str())), limit)
+            })
+        })
+        .await
+    }
+
+    /// Loads `id`, verifying its payload against the recorded SHA-256. `Ok(None)` if
+    /// there is no such tx; an integrity error if the payload is missing or altered.
+    pub async fn load(&self, id: &TxId) -> Result<Option<Tx>> {
+        let id = id.clone();
+        self.read(move |inner| load_one(inner, &id)).await
+    }
+
+    /// Loads many ids in one hand-off to the blocking pool; one result per id, in order.
+    pub async fn load_many(&self, ids: Vec<TxId>) -> Result<Vec<Result<Option<Tx>>>> {
+        self.read(move |inner| Ok(ids.iter().map(|id| load_one(inner, id)).collect()))
+            .await
+    }
+
+    /// True if a row exists for `id` (the payload is not read).
+    pub async fn exists(&self, id: &TxId) -> Result<bool> {
+        let id = id.clone();
+        self.read(move |inner| Self::with_reader(inner, |m| Ok(m.get(id.as_str())?.is_some())))
+            .await
+    }
+
+    /// The metadata row of `id`, without reading the payload.
+    pub async fn meta(&self, id: &TxId) -> Result<Option<MetaRow>> {
+        let id = id.clone();
+        self.read(move |inner| Self::with_reader(inner, |m| m.get(id.as_str())))
+            .await
+    }
+
+    /// Up to `limit` rows after id `after`, in id order; page through a store of any size
+    /// without holding it in memory.
+    pub async fn list_page(&self, after: Option<String>, limit: usize) -> Result<Page> {
+        let limit = limit.max(1);
+        self.read(move |inner| {
+            let rows = Self::with_reader(inner, |m| m.page(after.as_deref(), limit))?;
+            let next = if rows.len() == limit {
+                rows.last().map(|r| r.tx_id.clone())
+            } else {
+                None
+            };
+            Ok(Page { rows, next })
+        })
+        .await
+    }
+
+    /// Count, bytes and time range of the store.
+    pub async fn stats(&self) -> Result<Stats> {
+        self.read(|inner| Self::with_reader(inner, |m| m.stats())).await
+    }
+
+    /// Checks every tx and file and repairs what a crash or corruption left: finishes
+    /// interrupted saves, drops rows whose payload is gone, quarantines payloads that fail
+    /// their hash, removes orphan and temp files. Transient errors are reported and the
+    /// tx left alone. With `dry_run`, reports what it would do and changes nothing.
+    pub async fn recover(&self, dry_run: bool) -> Result<RecoverReport> {
+        if !dry_run {
+            self.inner.poison.check()?;
+        }
+        self.read(move |inner| {
+            let mut writer = inner.backend.open_writer()?;
+            let mut reader = inner.backend.open_reader()?;
+            recover::run(&inner.payloads, &mut *writer, &mut *reader, dry_run)
+        })
+        .await
+    }
+
+    /// Read-only integrity check: [`recover`](Self::recover) with `dry_run`.
+    pub async fn verify(&self) -> Result<RecoverReport> {
+        self.recover(true).await
+    }
+
+    /// Finishes queued writes and stops the writer. Later calls fail with
+    /// [`StorageError::Closed`]. Dropping the last clone closes the store too.
+    pub async fn close(&self) -> Result<()> {
+        let sender = self
+            .inner
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(sender) = sender {
+            let (reply, rx) = oneshot::channel();
+            if sender.send(Cmd::Close { reply }).is_ok() {
+                let _ = rx.await;
+            }
+        }
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = thread {
+            blocking(move || {
+                let _ = t.join();
+                Ok(())
+            })
+            .await?;
+        }
+        self.inner
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(())
+    }
+}
+
+/// Reads and verifies one payload against its row.
+pub(crate) fn check_payload(payloads: &PayloadStore, row: &MetaRow) -> Result<Tx> {
+    let id = TxId::new(row.tx_id.as_str()).map_err(|e| StorageError::Integrity {
+        tx_id: row.tx_id.clone(),
+        detail: format!("stored id is not a safe file name ({e}); its file is never read"),
+    })?;
+    let path = payloads.path(&id);
+    let data = match payloads.read(&id) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StorageError::PayloadMissing {
+                tx_id: row.tx_id.clone(),
+                path,
+            });
+        }
+        Err(e) if is_not_regular(&e) => {
+            return Err(StorageError::Integrity {
+                tx_id: row.tx_id.clone(),
+                detail: format!("{} is not a regular file", path.display()),
+            });
+        }
+        Err(e) => return Err(StorageError::io("read payload", path, e)),
+    };
+    verify_bytes(row, id, data)
+}
+
+fn verify_bytes(row: &MetaRow, id: TxId, data: Vec<u8>) -> Result<Tx> {
+    if let Some(size) = row.size
+        && size != data.len() as u64
+    {
+        return Err(StorageError::Integrity {
+            tx_id: row.tx_id.clone(),
+            detail: format!("payload is {} bytes, {size} were saved", data.len()),
+        });
+    }
+    let h = sha256_hex(&data);
+    if h != row.storage_hash {
+        return Err(StorageError::Integrity {
+            tx_id: row.tx_id.clone(),
+            detail: format!("payload SHA-256 {h} does not match the recorded {}", row.storage_hash),
+        });
+    }
+    Ok(Tx {
+        tx_id: id,
+        holder_id: row.holder_id.clone(),
+        timestamp: row.timestamp,
+        payload: data,
+    })
+}
+
+fn load_one(inner: &Inner, id: &TxId) -> Result<Option<Tx>> {
+    let Some(row) = StorageManager::with_reader(inner, |m| m.get(id.as_str()))? else {
+        return Ok(None);
+    };
+    match check_payload(&inner.payloads, &row) {
+        Ok(tx) => Ok(Some(tx)),
+        Err(e @ (StorageError::Io { .. } | StorageError::Meta { .. })) => Err(e),
+        Err(_) => load_slow(inner, id),
+    }
+}
+
+/// The payload did not match: wait out any writer mid-protocol (shared lock), then look
+/// again, including in `.tmp/` for a save that committed but crashed before its rename.
+fn load_slow(inner: &Inner, id: &TxId) -> Result<Option<Tx>> {
+    let lock = StoreLock::open(inner.payloads.base())?;
+    let _guard = lock.shared()?;
+    let Some(row) = StorageManager::with_reader(inner, |m| m.get(id.as_str()))? else {
+        return Ok(None);
+    };
+    let err = match check_payload(&inner.payloads, &row) {
+        Ok(tx) => return Ok(Some(tx)),
+        Err(e) => e,
+    };
+    if let Ok(temps) = inner.payloads.temps() {
+        for t in temps.into_iter().filter(|t| t.tx_id.as_ref() == Some(id)) {
+            if let Ok(data) = inner.payloads.fs().read(&t.path)
+                && let Ok(tx) = verify_bytes(&row, id.clone(), data)
+            {
+                return Ok(Some(tx));
+            }
+        }
+    }
+    Err(err)
+}

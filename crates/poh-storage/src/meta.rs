@@ -1,0 +1,473 @@
+//! The metadata half of a store: the narrow [`MetaStore`] interface and its SQLite
+//! implementation, including the in-place migration of prototype databases.
+//!
+//! Schema (version 1):
+//! ```sql
+//! CREATE TABLE txs (tx_id TEXT PRIMARY KEY, storage_hash TEXT NOT NULL,
+//!                   timestamp REAL NOT NULL,                 -- the prototype's three columns
+//!                   holder_id TEXT NOT NULL DEFAULT '',      -- added by migration
+//!                   size INTEGER);                           -- payload bytes; NULL for legacy rows
+//! CREATE INDEX txs_timestamp ON txs(timestamp, tx_id);
+//! PRAGMA user_version = 1;
+//! ```
+//! The added columns have defaults, so the prototype's
+//! `INSERT OR REPLACE INTO txs (tx_id, storage_hash, timestamp)` keeps working.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::error::{Result, StorageError};
+
+/// Schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a connection waits for another to release the database before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One metadata row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetaRow {
+    /// Transaction id (as stored; rows written by other tools may hold ids we reject).
+    pub tx_id: String,
+    /// Holder id; empty for legacy rows.
+    pub holder_id: String,
+    /// UNIX seconds.
+    pub timestamp: f64,
+    /// Lowercase hex SHA-256 of the payload.
+    pub storage_hash: String,
+    /// Payload size in bytes; `None` for legacy rows.
+    pub size: Option<u64>,
+}
+
+/// Aggregate figures of a store.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Stats {
+    /// Number of transactions.
+    pub count: u64,
+    /// Sum of the known payload sizes.
+    pub bytes: u64,
+    /// Rows without a recorded size (written by the prototype).
+    pub rows_without_size: u64,
+    /// Smallest timestamp.
+    pub oldest: Option<f64>,
+    /// Largest timestamp.
+    pub newest: Option<f64>,
+}
+
+/// The operations a metadata backend provides. Called from blocking threads only.
+///
+/// Every mutating call is one durable transaction: when it returns Ok the change
+/// survives power loss; when it fails nothing of it is applied.
+pub trait MetaStore: Send {
+    /// Inserts or replaces all rows in one transaction.
+    fn upsert(&mut self, rows: &[MetaRow]) -> Result<()>;
+    /// The row of `tx_id`.
+    fn get(&mut self, tx_id: &str) -> Result<Option<MetaRow>>;
+    /// Deletes the row of `tx_id`; true if there was one.
+    fn delete(&mut self, tx_id: &str) -> Result<bool>;
+    /// Deletes the row of `tx_id` only if it still has `storage_hash` (used by recovery,
+    /// so that a tx re-saved meanwhile is left alone); true if deleted.
+    fn delete_if_hash(&mut self, tx_id: &str, storage_hash: &str) -> Result<bool>;
+    /// Deletes up to `limit` rows with `now - timestamp > ttl`, oldest first, in one
+    /// transaction, and returns their ids.
+    fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>>;
+    /// Up to `limit` rows with `now - timestamp > ttl` ordered by `(timestamp, tx_id)`,
+    /// strictly after `after`. Changes nothing.
+    fn find_expired(
+        &mut self,
+        now: f64,
+        ttl: f64,
+        after: Option<(f64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<MetaRow>>;
+    /// Up to `limit` rows with `tx_id > after`, in id order.
+    fn page(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<MetaRow>>;
+    /// Aggregate figures.
+    fn stats(&mut self) -> Result<Stats>;
+}
+
+/// Opens connections to one metadata database.
+pub trait MetaBackend: Send + Sync + 'static {
+    /// A connection for the writer (creates and migrates the schema).
+    fn open_writer(&self) -> Result<Box<dyn MetaStore>>;
+    /// A connection for readers.
+    fn open_reader(&self) -> Result<Box<dyn MetaStore>>;
+    /// Where the database is, for messages.
+    fn location(&self) -> &Path;
+}
+
+/// SQLite metadata: a database file in WAL mode.
+#[derive(Debug, Clone)]
+pub struct SqliteBackend {
+    path: PathBuf,
+    create: bool,
+}
+
+impl SqliteBackend {
+    /// A backend for the database at `path`; `create` allows creating the file.
+    pub fn new(path: impl Into<PathBuf>, create: bool) -> Self {
+        Self {
+            path: path.into(),
+            create,
+        }
+    }
+
+    fn connect(&self, create: bool) -> Result<Connection> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_dir() => {
+                return Err(self.err(
+                    "open",
+                    std::io::Error::new(
+                        std::io::ErrorKind::IsADirectory,
+                        "the path is a directory, not a database file",
+                    ),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
+                return Err(StorageError::NotFound {
+                    path: self.path.clone(),
+                    why: "the metadata database does not exist".into(),
+                });
+            }
+            Err(_) => {}
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| self.err("open", e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| self.err("set busy timeout", e))?;
+        Ok(conn)
+    }
+
+    fn err(&self, what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+        StorageError::Meta {
+            what: what.to_owned(),
+            path: self.path.clone(),
+            source: Box::new(e),
+        }
+    }
+}
+
+impl MetaBackend for SqliteBackend {
+    fn open_writer(&self) -> Result<Box<dyn MetaStore>> {
+        let conn = self.connect(self.create)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|e| self.err("enable WAL (is this a SQLite database?)", e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(self.err(
+                "enable WAL",
+                std::io::Error::other(format!("journal_mode stayed {mode}")),
+            ));
+        }
+        // FULL: in WAL mode every commit syncs the WAL, so a committed row survives power
+        // loss. NORMAL would only sync at checkpoints. See docs/design.md.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.err("set synchronous=FULL", e))?;
+        migrate(&conn, &self.path)?;
+        Ok(Box::new(SqliteMeta {
+            conn,
+            path: self.path.clone(),
+        }))
+    }
+
+    fn open_reader(&self) -> Result<Box<dyn MetaStore>> {
+        let conn = self.connect(false)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.err("set synchronous=FULL", e))?;
+        Ok(Box::new(SqliteMeta {
+            conn,
+            path: self.path.clone(),
+        }))
+    }
+
+    fn location(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Brings a database of any earlier version (including the prototype's, version 0) to
+/// [`SCHEMA_VERSION`] in one transaction. Idempotent; a no-op when current.
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let err = |what: &str, e: rusqlite::Error| StorageError::Meta {
+        what: what.to_owned(),
+        path: path.to_owned(),
+        source: Box::new(e),
+    };
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| err("read schema version (is this a SQLite database?)", e))?;
+    if version > SCHEMA_VERSION {
+        return Err(StorageError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(|e| err("begin migration", e))?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS txs (
+            tx_id TEXT PRIMARY KEY,
+            storage_hash TEXT NOT NULL,
+            timestamp REAL NOT NULL)",
+    )
+    .map_err(|e| err("create table txs", e))?;
+    let mut cols = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare("SELECT name FROM pragma_table_info('txs')")
+            .map_err(|e| err("read columns of txs", e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| err("read columns of txs", e))?;
+        for c in rows {
+            cols.push(c.map_err(|e| err("read columns of txs", e))?);
+        }
+    }
+    for required in ["tx_id", "storage_hash", "timestamp"] {
+        if !cols.iter().any(|c| c == required) {
+            return Err(StorageError::Meta {
+                what: "check table txs".into(),
+                path: path.to_owned(),
+                source: format!("table txs has no column {required}; this is not a poh store")
+                    .into(),
+            });
+        }
+    }
+    if !cols.iter().any(|c| c == "holder_id") {
+        tx.execute_batch("ALTER TABLE txs ADD COLUMN holder_id TEXT NOT NULL DEFAULT ''")
+            .map_err(|e| err("add column holder_id", e))?;
+    }
+    if !cols.iter().any(|c| c == "size") {
+        tx.execute_batch("ALTER TABLE txs ADD COLUMN size INTEGER")
+            .map_err(|e| err("add column size", e))?;
+    }
+    tx.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS txs_timestamp ON txs(timestamp, tx_id);
+         PRAGMA user_version = {SCHEMA_VERSION};"
+    ))
+    .map_err(|e| err("create timestamp index", e))?;
+    tx.commit().map_err(|e| err("commit migration", e))
+}
+
+/// A SQLite connection implementing [`MetaStore`].
+pub struct SqliteMeta {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const ROW_COLS: &str = "tx_id, holder_id, timestamp, storage_hash, size";
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<MetaRow> {
+    Ok(MetaRow {
+        tx_id: r.get(0)?,
+        holder_id: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+        timestamp: r.get(2)?,
+        storage_hash: r.get(3)?,
+        size: r.get::<_, Option<i64>>(4)?.and_then(|s| u64::try_from(s).ok()),
+    })
+}
+
+/// Widens the index range by a hair so that float rounding in `now - ttl` can never
+/// exclude a row; the exact predicate `now - timestamp > ttl` then decides.
+fn cutoff(now: f64, ttl: f64) -> f64 {
+    let c = now - ttl;
+    c + c.abs() * 1e-12 + 1e-9
+}
+
+impl SqliteMeta {
+    fn err(&self, what: &str, e: rusqlite::Error) -> StorageError {
+        StorageError::Meta {
+            what: what.to_owned(),
+            path: self.path.clone(),
+            source: Box::new(e),
+        }
+    }
+
+    fn query_rows(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        what: &str,
+    ) -> Result<Vec<MetaRow>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(what, e))?;
+        let rows = stmt
+            .query_map(params, row_from)
+            .map_err(|e| self.err(what, e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(what, e))
+    }
+}
+
+impl MetaStore for SqliteMeta {
+    fn upsert(&mut self, rows: &[MetaRow]) -> Result<()> {
+        let what = "insert rows";
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| StorageError::Meta {
+                what: what.into(),
+                path: self.path.clone(),
+                source: Box::new(e),
+            })?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO txs (tx_id, holder_id, timestamp, storage_hash, size)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| StorageError::Meta {
+                    what: what.into(),
+                    path: self.path.clone(),
+                    source: Box::new(e),
+                })?;
+            for r in rows {
+                let size = r.size.and_then(|s| i64::try_from(s).ok());
+                stmt.execute(params![r.tx_id, r.holder_id, r.timestamp, r.storage_hash, size])
+                    .map_err(|e| StorageError::Meta {
+                        what: format!("insert row of tx {}", r.tx_id),
+                        path: self.path.clone(),
+                        source: Box::new(e),
+                    })?;
+            }
+        }
+        tx.commit().map_err(|e| StorageError::Meta {
+            what: "commit".into(),
+            path: self.path.clone(),
+            source: Box::new(e),
+        })
+    }
+
+    fn get(&mut self, tx_id: &str) -> Result<Option<MetaRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {ROW_COLS} FROM txs WHERE tx_id = ?1"))
+            .map_err(|e| self.err("look up row", e))?;
+        stmt.query_row([tx_id], row_from)
+            .optional()
+            .map_err(|e| self.err(&format!("look up tx {tx_id}"), e))
+    }
+
+    fn delete(&mut self, tx_id: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM txs WHERE tx_id = ?1")
+            .and_then(|mut s| s.execute([tx_id]))
+            .map_err(|e| self.err(&format!("delete tx {tx_id}"), e))?;
+        Ok(n > 0)
+    }
+
+    fn delete_if_hash(&mut self, tx_id: &str, storage_hash: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM txs WHERE tx_id = ?1 AND storage_hash = ?2")
+            .and_then(|mut s| s.execute([tx_id, storage_hash]))
+            .map_err(|e| self.err(&format!("delete tx {tx_id}"), e))?;
+        Ok(n > 0)
+    }
+
+    fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| StorageError::Meta {
+                what: "begin expiry".into(),
+                path: self.path.clone(),
+                source: Box::new(e),
+            })?;
+        let ids = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM txs WHERE tx_id IN (
+                        SELECT tx_id FROM txs
+                        WHERE timestamp < ?1 AND (?2 - timestamp) > ?3
+                        ORDER BY timestamp, tx_id LIMIT ?4)
+                     RETURNING tx_id",
+                )
+                .map_err(|e| StorageError::Meta {
+                    what: "prepare expiry".into(),
+                    path: self.path.clone(),
+                    source: Box::new(e),
+                })?;
+            stmt.query_map(params![cutoff(now, ttl), now, ttl, limit], |r| r.get(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+                .map_err(|e| StorageError::Meta {
+                    what: "delete expired rows".into(),
+                    path: self.path.clone(),
+                    source: Box::new(e),
+                })?
+        };
+        tx.commit().map_err(|e| StorageError::Meta {
+            what: "commit expiry".into(),
+            path: self.path.clone(),
+            source: Box::new(e),
+        })?;
+        Ok(ids)
+    }
+
+    fn find_expired(
+        &mut self,
+        now: f64,
+        ttl: f64,
+        after: Option<(f64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<MetaRow>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (ats, aid) = after.unwrap_or((f64::NEG_INFINITY, ""));
+        self.query_rows(
+            &format!(
+                "SELECT {ROW_COLS} FROM txs
+                 WHERE timestamp < ?1 AND (?2 - timestamp) > ?3 AND (timestamp, tx_id) > (?4, ?5)
+                 ORDER BY timestamp, tx_id LIMIT ?6"
+            ),
+            params![cutoff(now, ttl), now, ttl, ats, aid, limit],
+            "find expired rows",
+        )
+    }
+
+    fn page(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<MetaRow>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match after {
+            Some(a) => self.query_rows(
+                &format!("SELECT {ROW_COLS} FROM txs WHERE tx_id > ?1 ORDER BY tx_id LIMIT ?2"),
+                params![a, limit],
+                "list rows",
+            ),
+            None => self.query_rows(
+                &format!("SELECT {ROW_COLS} FROM txs ORDER BY tx_id LIMIT ?1"),
+                params![limit],
+                "list rows",
+            ),
+        }
+    }
+
+    fn stats(&mut self) -> Result<Stats> {
+        self.conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(size), 0), count(*) - count(size),
+                        min(timestamp), max(timestamp) FROM txs",
+                [],
+                |r| {
+                    Ok(Stats {
+                        count: r.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                        bytes: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                        rows_without_size: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
+                        oldest: r.get(3)?,
+                        newest: r.get(4)?,
+                    })
+                },
+            )
+            .map_err(|e| self.err("compute stats", e))
+    }
+}

@@ -1,0 +1,423 @@
+//! Recovery and verification: find every state a crash or corruption can leave and, unless
+//! it is a dry run, repair it.
+//!
+//! Scans run without the store lock so writers are not held up; every problem found is
+//! checked again under the exclusive lock before anything is changed, so a tx saved or
+//! deleted meanwhile is never touched by mistake.
+
+use std::path::PathBuf;
+
+use poh_types::TxId;
+use serde::Serialize;
+use tracing::warn;
+
+use crate::error::{Result, StorageError};
+use crate::fs::{EntryKind, is_not_regular};
+use crate::lock::StoreLock;
+use crate::manager::check_payload;
+use crate::meta::{MetaRow, MetaStore};
+use crate::payload::{PayloadStore, sha256_hex};
+
+/// Rows read per page during a scan.
+const PAGE: usize = 512;
+
+/// What kind of problem a tx or file had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// A row whose payload file does not exist.
+    MissingPayload,
+    /// A payload that fails its hash or size, or is not a regular file.
+    Corrupt,
+    /// A payload file with no row.
+    Orphan,
+    /// A leftover temp file of an interrupted save.
+    TempFile,
+    /// A row whose id is not a safe file name (written by another tool); left alone.
+    UnsafeId,
+    /// An error that may pass (permissions, I/O, descriptors); left alone.
+    Transient,
+}
+
+/// One finding, and what was (or, in a dry run, would be) done about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// The tx concerned (empty for an unparsable temp file name).
+    pub tx_id: String,
+    /// The problem.
+    pub kind: ProblemKind,
+    /// Details for a person.
+    pub detail: String,
+    /// The action: `dropped row`, `quarantined to …`, `removed`, `rolled forward`,
+    /// `left alone`.
+    pub action: String,
+}
+
+/// The outcome of [`crate::StorageManager::recover`] or `verify`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RecoverReport {
+    /// True if nothing was changed.
+    pub dry_run: bool,
+    /// Rows checked.
+    pub rows_checked: u64,
+    /// Rows whose payload verified.
+    pub rows_ok: u64,
+    /// Payload files checked for a row.
+    pub files_checked: u64,
+    /// Saves that had committed but not renamed their payload, finished from `.tmp/`.
+    pub rolled_forward: Vec<String>,
+    /// Temp files removed (or to remove).
+    pub temps_removed: Vec<PathBuf>,
+    /// Every problem found, with its action.
+    pub findings: Vec<Finding>,
+}
+
+impl RecoverReport {
+    /// Findings of one kind.
+    pub fn of_kind(&self, kind: ProblemKind) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.kind == kind)
+    }
+
+    /// True when the store is fully consistent (verify exits 0).
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty() && self.rolled_forward.is_empty() && self.temps_removed.is_empty()
+    }
+}
+
+/// Finishes or discards the temp files of interrupted saves. Caller holds the exclusive
+/// lock. A temp whose content matches its committed row, where the final file does not,
+/// is renamed into place (the save had passed its commit point); any other temp is
+/// removed. Unreadable temps are reported and kept.
+pub(crate) fn repair_temps(
+    payloads: &PayloadStore,
+    meta: &mut dyn MetaStore,
+    dry_run: bool,
+) -> RecoverReport {
+    let mut report = RecoverReport {
+        dry_run,
+        ..Default::default()
+    };
+    let temps = match payloads.temps() {
+        Ok(t) => t,
+        Err(e) => {
+            report.findings.push(Finding {
+                tx_id: String::new(),
+                kind: ProblemKind::Transient,
+                detail: format!("cannot list {}: {e}", payloads.tmp_dir().display()),
+                action: "left alone".into(),
+            });
+            return report;
+        }
+    };
+    let fs = payloads.fs();
+    let mut renamed = false;
+    for t in temps {
+        let roll = match &t.tx_id {
+            None => false,
+            Some(id) => match should_roll_forward(payloads, meta, id, &t.path) {
+                Ok(r) => r,
+                Err(detail) => {
+                    report.findings.push(Finding {
+                        tx_id: id.to_string(),
+                        kind: ProblemKind::Transient,
+                        detail,
+                        action: "left alone".into(),
+                    });
+                    continue;
+                }
+            },
+        };
+        if dry_run {
+            match (&t.tx_id, roll) {
+                (Some(id), true) => report.rolled_forward.push(id.to_string()),
+                _ => report.temps_removed.push(t.path),
+            }
+            continue;
+        }
+        match (&t.tx_id, roll) {
+            (Some(id), true) => match fs.rename(&t.path, &payloads.path(id)) {
+                Ok(()) => {
+                    renamed = true;
+                    report.rolled_forward.push(id.to_string());
+                }
+                Err(e) => report.findings.push(Finding {
+                    tx_id: id.to_string(),
+                    kind: ProblemKind::Transient,
+                    detail: format!("cannot rename {} into place: {e}", t.path.display()),
+                    action: "left alone".into(),
+                }),
+            },
+            _ => match fs.remove_file(&t.path) {
+                Ok(()) => report.temps_removed.push(t.path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => report.findings.push(Finding {
+                    tx_id: t.tx_id.map(|i| i.to_string()).unwrap_or_default(),
+                    kind: ProblemKind::Transient,
+                    detail: format!("cannot remove temp {}: {e}", t.path.display()),
+                    action: "left alone".into(),
+                }),
+            },
+        }
+    }
+    if renamed && let Err(e) = fs.sync_dir(payloads.base()) {
+        report.findings.push(Finding {
+            tx_id: String::new(),
+            kind: ProblemKind::Transient,
+            detail: format!("fsync of {} failed: {e}", payloads.base().display()),
+            action: "rolled-forward files may not be durable yet".into(),
+        });
+    }
+    report
+}
+
+fn should_roll_forward(
+    payloads: &PayloadStore,
+    meta: &mut dyn MetaStore,
+    id: &TxId,
+    temp: &std::path::Path,
+) -> std::result::Result<bool, String> {
+    let row = meta
+        .get(id.as_str())
+        .map_err(|e| format!("cannot read row: {e}"))?;
+    let Some(row) = row else { return Ok(false) };
+    let temp_data = match payloads.fs().read(temp) {
+        Ok(d) => d,
+        Err(e) if is_not_regular(&e) || e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(false);
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", temp.display())),
+    };
+    if sha256_hex(&temp_data) != row.storage_hash {
+        return Ok(false);
+    }
+    Ok(match payloads.read(id) {
+        Ok(d) => sha256_hex(&d) != row.storage_hash,
+        Err(_) => true,
+    })
+}
+
+/// Full recovery (or, with `dry_run`, verification).
+pub(crate) fn run(
+    payloads: &PayloadStore,
+    writer: &mut dyn MetaStore,
+    reader: &mut dyn MetaStore,
+    dry_run: bool,
+) -> Result<RecoverReport> {
+    let lock = StoreLock::open(payloads.base())?;
+    let mut report = {
+        let _g = if dry_run { lock.shared()? } else { lock.exclusive()? };
+        repair_temps(payloads, writer, dry_run)
+    };
+    scan_rows(payloads, writer, reader, &lock, dry_run, &mut report)?;
+    scan_files(payloads, writer, reader, &lock, dry_run, &mut report)?;
+    Ok(report)
+}
+
+/// Checks one row's payload; `None` when it verifies.
+fn classify(payloads: &PayloadStore, row: &MetaRow) -> Option<(ProblemKind, String)> {
+    match check_payload(payloads, row) {
+        Ok(_) => None,
+        Err(StorageError::PayloadMissing { path, .. }) => Some((
+            ProblemKind::MissingPayload,
+            format!("{} does not exist", path.display()),
+        )),
+        Err(StorageError::Integrity { detail, .. }) if TxId::new(row.tx_id.as_str()).is_err() => {
+            Some((ProblemKind::UnsafeId, detail))
+        }
+        Err(StorageError::Integrity { detail, .. }) => Some((ProblemKind::Corrupt, detail)),
+        Err(e) => Some((ProblemKind::Transient, e.to_string())),
+    }
+}
+
+fn scan_rows(
+    payloads: &PayloadStore,
+    writer: &mut dyn MetaStore,
+    reader: &mut dyn MetaStore,
+    lock: &StoreLock,
+    dry_run: bool,
+    report: &mut RecoverReport,
+) -> Result<()> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let mut after: Option<String> = None;
+    loop {
+        let rows = reader.page(after.as_deref(), PAGE)?;
+        let Some(last) = rows.last() else { break };
+        after = Some(last.tx_id.clone());
+        report.rows_checked += rows.len() as u64;
+        let chunk = rows.len().div_ceil(workers);
+        let problems: Vec<(MetaRow, ProblemKind, String)> = std::thread::scope(|s| {
+            let handles: Vec<_> = rows
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .filter_map(|r| classify(payloads, r).map(|(k, d)| (r.clone(), k, d)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        report.rows_ok += (rows.len() - problems.len()) as u64;
+        if problems.is_empty() {
+            continue;
+        }
+        let _g = if dry_run { lock.shared()? } else { lock.exclusive()? };
+        for (row, _, _) in problems {
+            // Look again under the lock: the tx may have been re-saved or deleted.
+            let Some(now) = writer.get(&row.tx_id)? else {
+                report.rows_ok += 1;
+                continue;
+            };
+            let Some((kind, detail)) = classify(payloads, &now) else {
+                report.rows_ok += 1;
+                continue;
+            };
+            let action = if dry_run {
+                match kind {
+                    ProblemKind::MissingPayload => "would drop row".to_owned(),
+                    ProblemKind::Corrupt => "would quarantine".to_owned(),
+                    _ => "left alone".to_owned(),
+                }
+            } else {
+                fix_row(payloads, writer, &now, kind, &detail)
+            };
+            report.findings.push(Finding {
+                tx_id: now.tx_id.clone(),
+                kind,
+                detail,
+                action,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn fix_row(
+    payloads: &PayloadStore,
+    writer: &mut dyn MetaStore,
+    row: &MetaRow,
+    kind: ProblemKind,
+    detail: &str,
+) -> String {
+    let drop_row = |writer: &mut dyn MetaStore| match writer.delete_if_hash(&row.tx_id, &row.storage_hash) {
+        Ok(_) => None,
+        Err(e) => Some(format!("row not dropped: {e}")),
+    };
+    match kind {
+        ProblemKind::MissingPayload => drop_row(writer).unwrap_or_else(|| "dropped row".into()),
+        ProblemKind::Corrupt => {
+            let Ok(id) = TxId::new(row.tx_id.as_str()) else {
+                return "left alone".into();
+            };
+            let note = serde_json::json!({
+                "tx_id": row.tx_id,
+                "holder_id": row.holder_id,
+                "timestamp": row.timestamp,
+                "storage_hash": row.storage_hash,
+                "size": row.size,
+                "problem": detail,
+            })
+            .to_string();
+            // Quarantine the file before dropping the row: a crash in between leaves a
+            // row with a missing payload (dropped next time), never an orphan that a later
+            // recover would delete instead of keeping.
+            match payloads.quarantine(&id, &note) {
+                Ok(dest) => {
+                    let msg = format!("quarantined to {}", dest.display());
+                    match drop_row(writer) {
+                        None => msg,
+                        Some(e) => format!("{msg}; {e}"),
+                    }
+                }
+                Err(e) => {
+                    warn!(tx_id = %row.tx_id, error = %e, "quarantine failed");
+                    format!("left alone: quarantine failed: {e}")
+                }
+            }
+        }
+        _ => "left alone".into(),
+    }
+}
+
+fn scan_files(
+    payloads: &PayloadStore,
+    writer: &mut dyn MetaStore,
+    reader: &mut dyn MetaStore,
+    lock: &StoreLock,
+    dry_run: bool,
+    report: &mut RecoverReport,
+) -> Result<()> {
+    let mut batch: Vec<(TxId, EntryKind)> = Vec::with_capacity(PAGE);
+    let mut err: Option<StorageError> = None;
+    let listed = payloads.for_each_payload(&mut |id, kind| {
+        if err.is_some() {
+            return;
+        }
+        batch.push((id, kind));
+        if batch.len() >= PAGE {
+            let b = std::mem::take(&mut batch);
+            if let Err(e) = check_files(payloads, writer, reader, lock, dry_run, report, b) {
+                err = Some(e);
+            }
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    listed.map_err(|e| StorageError::io("list payload directory", payloads.base(), e))?;
+    check_files(payloads, writer, reader, lock, dry_run, report, batch)
+}
+
+fn check_files(
+    payloads: &PayloadStore,
+    writer: &mut dyn MetaStore,
+    reader: &mut dyn MetaStore,
+    lock: &StoreLock,
+    dry_run: bool,
+    report: &mut RecoverReport,
+    batch: Vec<(TxId, EntryKind)>,
+) -> Result<()> {
+    report.files_checked += batch.len() as u64;
+    let mut orphans = Vec::new();
+    for (id, kind) in batch {
+        if reader.get(id.as_str())?.is_none() {
+            orphans.push((id, kind));
+        }
+    }
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let _g = if dry_run { lock.shared()? } else { lock.exclusive()? };
+    for (id, kind) in orphans {
+        if writer.get(id.as_str())?.is_some() {
+            continue;
+        }
+        let path = payloads.path(&id);
+        let detail = format!("{} ({kind:?}) has no metadata row", path.display());
+        let action = if dry_run {
+            "would remove".to_owned()
+        } else if kind == EntryKind::Dir {
+            "left alone: a directory".to_owned()
+        } else {
+            match payloads.fs().remove_file(&path) {
+                Ok(()) => "removed".to_owned(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "already gone".to_owned(),
+                Err(e) => format!("left alone: {e}"),
+            }
+        };
+        report.findings.push(Finding {
+            tx_id: id.to_string(),
+            kind: ProblemKind::Orphan,
+            detail,
+            action,
+        });
+    }
+    Ok(())
+}

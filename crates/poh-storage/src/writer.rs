@@ -1,0 +1,321 @@
+//! The writer thread: owns the metadata writer connection and applies every change, so
+//! that concurrent `save` callers share one durable commit (group commit).
+//!
+//! Save protocol for a group, all under the exclusive store lock:
+//! 1. write each payload to a fresh `.tmp/` file and fsync it;
+//! 2. commit all rows in one SQLite transaction (synchronous=FULL) — the commit point;
+//! 3. rename each temp file to `<tx_id>.bin`;
+//! 4. fsync the base directory; then acknowledge every caller.
+//!
+//! A crash before 2 leaves only temp files (removed by repair). A crash after 2 leaves
+//! rows whose payload is still in `.tmp/`; repair finishes the rename (roll forward).
+//! An fsync or rename failure poisons the store: it refuses writes until reopened.
+
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+
+use poh_types::{Tx, TxId};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use crate::error::{Result, StorageError};
+use crate::lock::StoreLock;
+use crate::meta::{MetaRow, MetaStore};
+use crate::payload::{PayloadStore, sha256_hex};
+
+/// Most transactions committed in one group.
+pub const MAX_GROUP_TXS: usize = 4096;
+/// Most payload bytes committed in one group.
+pub const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+
+/// Work for the writer.
+pub(crate) enum Cmd {
+    Save {
+        txs: Vec<Tx>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Delete {
+        id: TxId,
+        reply: oneshot::Sender<Result<bool>>,
+    },
+    DeleteExpired {
+        now: f64,
+        ttl: f64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<String>>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Shared "poisoned" state: set after a durability failure, cleared only by reopening.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Poison(Arc<Mutex<Option<String>>>);
+
+impl Poison {
+    pub(crate) fn check(&self) -> Result<()> {
+        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(why) => Err(StorageError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn set(&self, why: String) {
+        warn!(%why, "store poisoned: refusing writes until reopened");
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(why);
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) meta: Box<dyn MetaStore>,
+    pub(crate) payloads: PayloadStore,
+    pub(crate) lock: StoreLock,
+    pub(crate) poison: Poison,
+}
+
+struct Staged {
+    temp: std::path::PathBuf,
+    row: MetaRow,
+    id: TxId,
+}
+
+struct Request {
+    txs: Vec<Tx>,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self, rx: Receiver<Cmd>) {
+        let mut next: Option<Cmd> = None;
+        loop {
+            let cmd = match next.take() {
+                Some(c) => c,
+                None => match rx.recv() {
+                    Ok(c) => c,
+                    Err(_) => return,
+                },
+            };
+            match cmd {
+                Cmd::Save { txs, reply } => {
+                    let mut bytes: usize = txs.iter().map(|t| t.payload.len()).sum();
+                    let mut count = txs.len();
+                    let mut group = vec![Request { txs, reply }];
+                    while count < MAX_GROUP_TXS && bytes < MAX_GROUP_BYTES {
+                        match rx.try_recv() {
+                            Ok(Cmd::Save { txs, reply }) => {
+                                count += txs.len();
+                                bytes += txs.iter().map(|t| t.payload.len()).sum::<usize>();
+                                group.push(Request { txs, reply });
+                            }
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                        }
+                    }
+                    debug!(requests = group.len(), txs = count, "committing group");
+                    self.commit_group(group);
+                }
+                Cmd::Delete { id, reply } => {
+                    let _ = reply.send(self.delete(&id));
+                }
+                Cmd::DeleteExpired {
+                    now,
+                    ttl,
+                    limit,
+                    reply,
+                } => {
+                    let _ = reply.send(self.delete_expired(now, ttl, limit));
+                }
+                Cmd::Close { reply } => {
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fail_all(group: Vec<Request>, err: &StorageError) {
+        for r in group {
+            let _ = r.reply.send(Err(clone_err(err)));
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>) {
+        if let Err(e) = self.poison.check() {
+            return Self::fail_all(group, &e);
+        }
+        let guard = match self.lock.exclusive() {
+            Ok(g) => g,
+            Err(e) => return Self::fail_all(group, &e),
+        };
+        let fs = self.payloads.fs();
+
+        // 1. temp files, written and synced; a request whose write fails is answered
+        //    with that error and the rest of the group goes on.
+        let mut live: Vec<(Request, Vec<Staged>)> = Vec::with_capacity(group.len());
+        for req in group {
+            let mut staged = Vec::with_capacity(req.txs.len());
+            let mut failed = None;
+            for tx in &req.txs {
+                let temp = self.payloads.new_temp_path(&tx.tx_id);
+                if let Err(e) = fs.write_new(&temp, &tx.payload) {
+                    let _ = fs.remove_file(&temp);
+                    failed = Some(StorageError::io("write temp payload", &temp, e));
+                    break;
+                }
+                if let Err(e) = fs.sync_file(&temp) {
+                    // A failed fsync may have dropped dirty pages: nothing later can be
+                    // trusted to be durable without a reopen.
+                    self.poison
+                        .set(format!("fsync of {} failed: {e}", temp.display()));
+                    let _ = fs.remove_file(&temp);
+                    failed = Some(StorageError::io("fsync temp payload", &temp, e));
+                    break;
+                }
+                staged.push(Staged {
+                    temp,
+                    id: tx.tx_id.clone(),
+                    row: MetaRow {
+                        tx_id: tx.tx_id.to_string(),
+                        holder_id: tx.holder_id.clone(),
+                        timestamp: tx.timestamp,
+                        storage_hash: sha256_hex(&tx.payload),
+                        size: Some(tx.payload.len() as u64),
+                    },
+                });
+            }
+            match failed {
+                Some(e) => {
+                    remove_temps(fs, &staged);
+                    let _ = req.reply.send(Err(e));
+                }
+                None => live.push((req, staged)),
+            }
+        }
+        if let Err(e) = self.poison.check() {
+            for (req, staged) in live {
+                remove_temps(fs, &staged);
+                let _ = req.reply.send(Err(clone_err(&e)));
+            }
+            return;
+        }
+        if live.is_empty() {
+            return;
+        }
+
+        // 2. the commit point.
+        let rows: Vec<MetaRow> = live
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|s| s.row.clone()))
+            .collect();
+        if let Err(e) = self.meta.upsert(&rows) {
+            for (req, staged) in live {
+                remove_temps(fs, &staged);
+                let _ = req.reply.send(Err(clone_err(&e)));
+            }
+            return;
+        }
+
+        // 3. + 4. finalise. From here the rows are durable; a failure leaves work that
+        // repair on reopen completes, so the store is poisoned rather than guessed at.
+        let mut fail: Option<StorageError> = None;
+        'outer: for (_, staged) in &live {
+            for s in staged {
+                let dest = self.payloads.path(&s.id);
+                if let Err(e) = fs.rename(&s.temp, &dest) {
+                    self.poison
+                        .set(format!("rename to {} failed: {e}", dest.display()));
+                    fail = Some(StorageError::io("rename payload into place", dest, e));
+                    break 'outer;
+                }
+            }
+        }
+        if fail.is_none() {
+            let base = self.payloads.base();
+            if let Err(e) = fs.sync_dir(base) {
+                self.poison
+                    .set(format!("fsync of directory {} failed: {e}", base.display()));
+                fail = Some(StorageError::io("fsync base directory", base, e));
+            }
+        }
+        drop(guard);
+        for (req, _) in live {
+            let _ = req.reply.send(match &fail {
+                None => Ok(()),
+                Some(e) => Err(clone_err(e)),
+            });
+        }
+    }
+
+    fn delete(&mut self, id: &TxId) -> Result<bool> {
+        self.poison.check()?;
+        let _guard = self.lock.exclusive()?;
+        let existed = self.meta.delete(id.as_str())?;
+        if existed {
+            self.remove_payload(id);
+        }
+        Ok(existed)
+    }
+
+    fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
+        self.poison.check()?;
+        let _guard = self.lock.exclusive()?;
+        let ids = self.meta.delete_expired(now, ttl, limit)?;
+        for id in &ids {
+            // Rows written by other tools may carry ids we never use as file names.
+            match TxId::new(id.as_str()) {
+                Ok(id) => self.remove_payload(&id),
+                Err(e) => warn!(tx_id = %id, error = %e, "expired row has an unsafe id; its file (if any) is left alone"),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Removes a payload whose row is gone. A failure only leaves an orphan file, which
+    /// `recover` removes later; the delete itself has happened.
+    fn remove_payload(&self, id: &TxId) {
+        let path = self.payloads.path(id);
+        match self.payloads.fs().remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(tx_id = %id, path = %path.display(), error = %e,
+                "row deleted but payload file not removed; `recover` will remove the orphan"),
+        }
+    }
+}
+
+fn remove_temps(fs: &dyn crate::fs::FileSystem, staged: &[Staged]) {
+    for s in staged {
+        let _ = fs.remove_file(&s.temp);
+    }
+}
+
+/// Errors hold `io::Error`s, which do not clone; a group's shared failure is copied
+/// into each caller's answer with its message intact.
+pub(crate) fn clone_err(e: &StorageError) -> StorageError {
+    match e {
+        StorageError::Io { op, path, source } => StorageError::Io {
+            op,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        StorageError::Meta { what, path, source } => StorageError::Meta {
+            what: what.clone(),
+            path: path.clone(),
+            source: source.to_string().into(),
+        },
+        StorageError::Poisoned(s) => StorageError::Poisoned(s.clone()),
+        StorageError::Closed => StorageError::Closed,
+        other => StorageError::Meta {
+            what: "group commit".into(),
+            path: std::path::PathBuf::new(),
+            source: other.to_string().into(),
+        },
+    }
+}
