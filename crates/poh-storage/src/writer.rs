@@ -2,7 +2,7 @@
 //! that concurrent `save` callers share one durable commit (group commit).
 //!
 //! Save protocol for a group, all under the exclusive store lock:
-//! 1. write each payload to a fresh `.tmp/` file and fsync it;
+//! 1. write each payload to a fresh `.tmp/` file and fsync it, then fsync `.tmp/`;
 //! 2. commit all rows in one SQLite transaction (synchronous=FULL) — the commit point;
 //! 3. rename each temp file to `<tx_id>.bin`;
 //! 4. fsync the base directory; then acknowledge every caller.
@@ -206,6 +206,20 @@ impl Writer {
             return;
         }
         if live.is_empty() {
+            return;
+        }
+        // The temps' directory entries must be durable before the commit point, or a
+        // power cut after the commit could leave a committed row whose new payload is
+        // nowhere (and whose old one no longer matches).
+        let tmp_dir = self.payloads.tmp_dir();
+        if let Err(e) = fs.sync_dir(tmp_dir) {
+            self.poison
+                .set(format!("fsync of directory {} failed: {e}", tmp_dir.display()));
+            let err = StorageError::io("fsync temp directory", tmp_dir, e);
+            for (req, staged) in live {
+                remove_temps(fs, &staged);
+                let _ = req.reply.send(Err(clone_err(&err)));
+            }
             return;
         }
 
