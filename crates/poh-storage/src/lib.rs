@@ -22,6 +22,8 @@
 //! to share with the prototype's own writers at the same moment (they ignore the store
 //! lock); the prototype may read a store of ours, and its stores open with ours.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod error;
 pub mod fs;
 pub mod lock;
@@ -35,5 +37,5 @@ pub use error::{Result, StorageError};
 pub use fs::{FileSystem, RealFs};
 pub use manager::{OpenOptions, Page, StorageManager};
 pub use meta::{MetaBackend, MetaRow, MetaStore, SqliteBackend, Stats};
-pub use recover::{Finding, ProblemKind, RecoverReport};
 pub use poh_types::{Limits, Tx, TxId};
+pub use recover::{Finding, ProblemKind, RecoverReport};

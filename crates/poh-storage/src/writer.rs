@@ -11,6 +11,7 @@
 //! rows whose payload is still in `.tmp/`; repair finishes the rename (roll forward).
 //! An fsync or rename failure poisons the store: it refuses writes until reopened.
 
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 
@@ -156,29 +157,26 @@ impl Writer {
         };
         let fs = self.payloads.fs();
 
-        // 1. temp files, written and synced; a request whose write fails is answered
-        //    with that error and the rest of the group goes on.
-        let mut live: Vec<(Request, Vec<Staged>)> = Vec::with_capacity(group.len());
-        for req in group {
-            let mut staged = Vec::with_capacity(req.txs.len());
-            let mut failed = None;
-            for tx in &req.txs {
-                let temp = self.payloads.new_temp_path(&tx.tx_id);
-                if let Err(e) = fs.write_new(&temp, &tx.payload) {
-                    let _ = fs.remove_file(&temp);
-                    failed = Some(StorageError::io("write temp payload", &temp, e));
-                    break;
+        // 1. temp files, written and synced in parallel (fsyncs of separate files overlap
+        //    in the device queue); a request whose write fails is answered with that
+        //    error and the rest of the group goes on.
+        let jobs: Vec<(usize, &Tx, PathBuf)> = group
+            .iter()
+            .enumerate()
+            .flat_map(|(r, req)| req.txs.iter().map(move |tx| (r, tx)))
+            .map(|(r, tx)| (r, tx, self.payloads.new_temp_path(&tx.tx_id)))
+            .collect();
+        let results = stage_all(fs, &jobs, &self.poison);
+        let mut failed: Vec<Option<StorageError>> = (0..group.len()).map(|_| None).collect();
+        let mut staged: Vec<Vec<Staged>> = (0..group.len()).map(|_| Vec::new()).collect();
+        for ((r, tx, temp), res) in jobs.into_iter().zip(results) {
+            match res {
+                Err(e) => {
+                    if failed[r].is_none() {
+                        failed[r] = Some(e);
+                    }
                 }
-                if let Err(e) = fs.sync_file(&temp) {
-                    // A failed fsync may have dropped dirty pages: nothing later can be
-                    // trusted to be durable without a reopen.
-                    self.poison
-                        .set(format!("fsync of {} failed: {e}", temp.display()));
-                    let _ = fs.remove_file(&temp);
-                    failed = Some(StorageError::io("fsync temp payload", &temp, e));
-                    break;
-                }
-                staged.push(Staged {
+                Ok(()) => staged[r].push(Staged {
                     temp,
                     id: tx.tx_id.clone(),
                     row: MetaRow {
@@ -188,8 +186,11 @@ impl Writer {
                         storage_hash: sha256_hex(&tx.payload),
                         size: Some(tx.payload.len() as u64),
                     },
-                });
+                }),
             }
+        }
+        let mut live: Vec<(Request, Vec<Staged>)> = Vec::with_capacity(group.len());
+        for ((req, staged), failed) in group.into_iter().zip(staged).zip(failed) {
             match failed {
                 Some(e) => {
                     remove_temps(fs, &staged);
@@ -213,8 +214,10 @@ impl Writer {
         // nowhere (and whose old one no longer matches).
         let tmp_dir = self.payloads.tmp_dir();
         if let Err(e) = fs.sync_dir(tmp_dir) {
-            self.poison
-                .set(format!("fsync of directory {} failed: {e}", tmp_dir.display()));
+            self.poison.set(format!(
+                "fsync of directory {} failed: {e}",
+                tmp_dir.display()
+            ));
             let err = StorageError::io("fsync temp directory", tmp_dir, e);
             for (req, staged) in live {
                 remove_temps(fs, &staged);
@@ -285,7 +288,9 @@ impl Writer {
             // Rows written by other tools may carry ids we never use as file names.
             match TxId::new(id.as_str()) {
                 Ok(id) => self.remove_payload(&id),
-                Err(e) => warn!(tx_id = %id, error = %e, "expired row has an unsafe id; its file (if any) is left alone"),
+                Err(e) => {
+                    warn!(tx_id = %id, error = %e, "expired row has an unsafe id; its file (if any) is left alone")
+                }
             }
         }
         Ok(ids)
@@ -302,6 +307,66 @@ impl Writer {
                 "row deleted but payload file not removed; `recover` will remove the orphan"),
         }
     }
+}
+
+/// Most threads writing and syncing temp files at once.
+const STAGE_THREADS: usize = 16;
+
+/// Writes and fsyncs every job's temp file, spread over up to [`STAGE_THREADS`] threads.
+/// A failed write removes its temp; a failed fsync also poisons the store.
+fn stage_all(
+    fs: &dyn crate::fs::FileSystem,
+    jobs: &[(usize, &Tx, PathBuf)],
+    poison: &Poison,
+) -> Vec<Result<()>> {
+    let stage = |tx: &Tx, temp: &PathBuf| -> Result<()> {
+        if let Err(e) = fs.write_new(temp, &tx.payload) {
+            let _ = fs.remove_file(temp);
+            return Err(StorageError::io("write temp payload", temp, e));
+        }
+        if let Err(e) = fs.sync_file(temp) {
+            // A failed fsync may have dropped dirty pages: nothing later can be trusted
+            // to be durable without a reopen.
+            poison.set(format!("fsync of {} failed: {e}", temp.display()));
+            let _ = fs.remove_file(temp);
+            return Err(StorageError::io("fsync temp payload", temp, e));
+        }
+        Ok(())
+    };
+    let threads = jobs.len().min(STAGE_THREADS);
+    if threads <= 1 {
+        return jobs.iter().map(|(_, tx, temp)| stage(tx, temp)).collect();
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(_, tx, temp)| stage(tx, temp))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(jobs.chunks(chunk))
+            .flat_map(|(h, part)| {
+                h.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|(_, _, temp)| {
+                            Err(StorageError::io(
+                                "stage temp payload",
+                                temp,
+                                std::io::Error::other("staging thread panicked"),
+                            ))
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    })
 }
 
 fn remove_temps(fs: &dyn crate::fs::FileSystem, staged: &[Staged]) {

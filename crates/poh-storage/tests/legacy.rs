@@ -30,7 +30,11 @@ fn prototype_store(base: &std::path::Path, db: &std::path::Path, txs: &[(&str, f
 async fn prototype_store_opens_migrates_and_stays_prototype_writable() {
     let dir = tempfile::TempDir::new().unwrap();
     let (base, db) = (dir.path().join("store"), dir.path().join("meta.sqlite"));
-    prototype_store(&base, &db, &[("old-1", 1000.5, b"first"), ("old-2", 2000.0, b"second")]);
+    prototype_store(
+        &base,
+        &db,
+        &[("old-1", 1000.5, b"first"), ("old-2", 2000.0, b"second")],
+    );
 
     let sm = StorageManager::open(&base, &db).await.unwrap();
     let got = sm.load(&id("old-1")).await.unwrap().unwrap();
@@ -44,7 +48,9 @@ async fn prototype_store_opens_migrates_and_stays_prototype_writable() {
 
     // Migrated in place: version, columns, index, WAL.
     let c = Connection::open(&db).unwrap();
-    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(version, 1);
     let cols: Vec<String> = c
         .prepare("SELECT name FROM pragma_table_info('txs')")
@@ -53,7 +59,10 @@ async fn prototype_store_opens_migrates_and_stays_prototype_writable() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(cols, ["tx_id", "storage_hash", "timestamp", "holder_id", "size"]);
+    assert_eq!(
+        cols,
+        ["tx_id", "storage_hash", "timestamp", "holder_id", "size"]
+    );
     let idx: i64 = c
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE type='index' AND name='txs_timestamp'",
@@ -62,7 +71,9 @@ async fn prototype_store_opens_migrates_and_stays_prototype_writable() {
         )
         .unwrap();
     assert_eq!(idx, 1);
-    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
     // Expiry uses the index.
     let plan: String = c
@@ -82,12 +93,17 @@ async fn prototype_store_opens_migrates_and_stays_prototype_writable() {
     )
     .unwrap();
     let got = sm.load(&id("proto-new")).await.unwrap().unwrap();
-    assert_eq!((got.holder_id.as_str(), got.payload.as_slice()), ("", &b"fourth"[..]));
+    assert_eq!(
+        (got.holder_id.as_str(), got.payload.as_slice()),
+        ("", &b"fourth"[..])
+    );
     // And what we wrote reads back through the prototype's query.
     let (h, ts): (String, f64) = c
-        .query_row("SELECT storage_hash, timestamp FROM txs WHERE tx_id = 'ours'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT storage_hash, timestamp FROM txs WHERE tx_id = 'ours'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((h, ts), (sha256_hex(b"third"), 3000.0));
     sm.close().await.unwrap();
@@ -103,9 +119,15 @@ async fn newer_schema_is_refused_with_a_clear_message() {
     let dir = tempfile::TempDir::new().unwrap();
     let (base, db) = (dir.path().join("s"), dir.path().join("s.db"));
     prototype_store(&base, &db, &[]);
-    Connection::open(&db).unwrap().execute_batch("PRAGMA user_version = 99").unwrap();
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
     let err = StorageManager::open(&base, &db).await.unwrap_err();
-    assert!(matches!(err, StorageError::SchemaTooNew { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, StorageError::SchemaTooNew { found: 99, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("Upgrade"), "{err}");
 }
 
@@ -117,6 +139,8 @@ async fn unrelated_sqlite_file_is_refused() {
         .unwrap()
         .execute_batch("CREATE TABLE txs (a INTEGER)")
         .unwrap();
-    let err = StorageManager::open(dir.path().join("b"), &db).await.unwrap_err();
+    let err = StorageManager::open(dir.path().join("b"), &db)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("not a poh store"), "{err}");
 }

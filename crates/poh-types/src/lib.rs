@@ -10,10 +10,12 @@
 //! # What this crate is not
 //! It does no I/O and knows nothing about where transactions are stored.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod id;
 pub mod json;
 pub mod tx;
 
-pub use id::{TxId, TxIdError, MAX_TX_ID_LEN};
+pub use id::{MAX_TX_ID_LEN, TxId, TxIdError};
 pub use json::{JsonError, TxJson};
 pub use tx::{DEFAULT_MAX_PAYLOAD_BYTES, Limits, MAX_TIMESTAMP_SECS, Tx, TxError, check_timestamp};

@@ -1,0 +1,569 @@
+//! `poh-bench`: measures poh-storage on this machine and, in the same run, the machine's own
+//! limits for the same work, so the figures can be read as ratios rather than absolutes.
+//!
+//! ```text
+//! cargo run --release -p poh-bench -- --n 10000,100000 --size 1024 --markdown bench.md
+//! ```
+//!
+//! Phases per N: durable single saves, batched saves, concurrent single saves, load+verify
+//! (one call per tx and batched), list, TTL scan with nothing expired, TTL scan expiring
+//! 10 %, verify and recover. Each reports elapsed time, ops/s and the process's peak
+//! resident memory during the phase (the kernel's high-water mark, reset between phases).
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use poh_storage::{StorageManager, Tx, TxId};
+use serde::Serialize;
+
+/// Benchmark poh-storage against this machine's own limits.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Store sizes to run, comma-separated (e.g. 10000,100000,1000000).
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    n: Vec<usize>,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Directory to create the stores in (a temporary directory under it is removed after).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Most txs saved one at a time per run (durable single saves are slow by nature).
+    #[arg(long, default_value_t = 2000)]
+    single: usize,
+    /// Concurrent `save` callers.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Most txs saved by the concurrent callers per run.
+    #[arg(long, default_value_t = 20000)]
+    concurrent_total: usize,
+    /// Txs per `save_batch` call.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Write the results as a Markdown table to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize, Clone)]
+struct Row {
+    n: usize,
+    phase: String,
+    ops: u64,
+    elapsed_s: f64,
+    ops_per_s: f64,
+    peak_rss_mib: f64,
+    /// The machine's own limit for the same work, in ops/s, where one applies.
+    limit_ops_per_s: Option<f64>,
+    note: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Limits {
+    durable_file_create_per_s: f64,
+    sqlite_durable_commit_per_s: f64,
+    single_save_limit_per_s: f64,
+    sqlite_rows_in_1000_row_txns_per_s: f64,
+    sha256_payloads_per_s: f64,
+    sha256_mb_per_s: f64,
+    warm_read_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: String,
+    payload_bytes: usize,
+    limits: Limits,
+    rows: Vec<Row>,
+}
+
+/// Resets the kernel's peak-RSS mark for this process (Linux `clear_refs` 5).
+fn reset_peak_rss() {
+    let _ = fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak RSS since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_gib = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!(
+        "{cpus} CPUs ({model}), {mem_gib:.0} GiB RAM, {}",
+        std::env::consts::OS
+    )
+}
+
+fn payload(i: usize, size: usize) -> Vec<u8> {
+    let mut p = vec![0u8; size];
+    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for b in p.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    p
+}
+
+const T0: f64 = 1_700_000_000.0;
+
+/// Txs of the batched phase ("b") are the oldest, at `T0 + i`; the others come after
+/// them, so "expire the oldest 10 %" touches only batched txs.
+fn tx(prefix: &str, i: usize, size: usize) -> Result<Tx> {
+    let ts = if prefix == "b" {
+        T0 + i as f64
+    } else {
+        T0 + 1e7 + i as f64
+    };
+    Ok(Tx::new(
+        format!("{prefix}{i:08}"),
+        "bench-holder",
+        ts,
+        payload(i, size),
+    )?)
+}
+
+fn measure_limits(dir: &Path, size: usize) -> Result<Limits> {
+    let d = dir.join("limits");
+    fs::create_dir_all(&d)?;
+    let data = payload(7, size);
+
+    // temp + fsync + rename + fsync dir, one file at a time
+    let n = 500;
+    let dirf = File::open(&d)?;
+    let t = Instant::now();
+    for i in 0..n {
+        let tmp = d.join(format!(".t{i}"));
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, d.join(format!("f{i}.bin")))?;
+        dirf.sync_all()?;
+    }
+    let durable_file = n as f64 / t.elapsed().as_secs_f64();
+
+    // one durable SQLite commit per row (WAL, synchronous=FULL)
+    let conn = rusqlite::Connection::open(d.join("limit.db"))?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL;
+         CREATE TABLE t (id TEXT PRIMARY KEY, h TEXT NOT NULL, ts REAL NOT NULL, holder TEXT, size INTEGER);",
+    )?;
+    let n_commit = 1000;
+    let t = Instant::now();
+    for i in 0..n_commit {
+        conn.execute(
+            "INSERT INTO t VALUES (?1, ?2, ?3, 'h', 1024)",
+            rusqlite::params![format!("c{i}"), "x".repeat(64), i as f64],
+        )?;
+    }
+    let commit = n_commit as f64 / t.elapsed().as_secs_f64();
+
+    // rows in 1000-row transactions
+    let rows = 100_000;
+    let t = Instant::now();
+    for chunk in 0..rows / 1000 {
+        let txn = conn.unchecked_transaction()?;
+        {
+            let mut st = txn.prepare_cached("INSERT INTO t VALUES (?1, ?2, ?3, 'h', 1024)")?;
+            for i in 0..1000 {
+                st.execute(rusqlite::params![
+                    format!("r{chunk}-{i}"),
+                    "x".repeat(64),
+                    i as f64
+                ])?;
+            }
+        }
+        txn.commit()?;
+    }
+    let batch_rows = rows as f64 / t.elapsed().as_secs_f64();
+
+    // SHA-256 of one payload at a time
+    let reps = 200_000;
+    let t = Instant::now();
+    let mut acc = 0u8;
+    for _ in 0..reps {
+        use sha2::Digest as _;
+        acc ^= sha2::Sha256::digest(&data)[0];
+    }
+    std::hint::black_box(acc);
+    let secs = t.elapsed().as_secs_f64();
+    let sha = reps as f64 / secs;
+
+    // warm reads of the files written above
+    let t = Instant::now();
+    let mut total = 0;
+    for _ in 0..20 {
+        for i in 0..n {
+            total += fs::read(d.join(format!("f{i}.bin")))?.len();
+        }
+    }
+    std::hint::black_box(total);
+    let reads = (20 * n) as f64 / t.elapsed().as_secs_f64();
+    fs::remove_dir_all(&d)?;
+
+    Ok(Limits {
+        durable_file_create_per_s: durable_file,
+        sqlite_durable_commit_per_s: commit,
+        single_save_limit_per_s: 1.0 / (1.0 / durable_file + 1.0 / commit),
+        sqlite_rows_in_1000_row_txns_per_s: batch_rows,
+        sha256_payloads_per_s: sha,
+        sha256_mb_per_s: sha * size as f64 / 1e6,
+        warm_read_per_s: reads,
+    })
+}
+
+struct Phase {
+    start: Instant,
+}
+
+impl Phase {
+    fn start() -> Self {
+        reset_peak_rss();
+        Self {
+            start: Instant::now(),
+        }
+    }
+
+    fn end(
+        self,
+        n: usize,
+        name: &str,
+        ops: u64,
+        limit: Option<f64>,
+        note: impl Into<String>,
+    ) -> Row {
+        let elapsed = self.start.elapsed();
+        let row = Row {
+            n,
+            phase: name.into(),
+            ops,
+            elapsed_s: elapsed.as_secs_f64(),
+            ops_per_s: ops as f64 / elapsed.as_secs_f64().max(1e-9),
+            peak_rss_mib: peak_rss_mib(),
+            limit_ops_per_s: limit,
+            note: note.into(),
+        };
+        eprintln!(
+            "  {:<22} {:>9} ops {:>9.3} s {:>12.0} ops/s {:>7.1} MiB {}",
+            row.phase, row.ops, row.elapsed_s, row.ops_per_s, row.peak_rss_mib, row.note
+        );
+        row
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+async fn run_n(args: &Args, root: &Path, n: usize, limits: &Limits) -> Result<Vec<Row>> {
+    let dir = root.join(format!("store-{n}"));
+    let base = dir.join("data");
+    let sm = StorageManager::open(&base, base.join("poh.db")).await?;
+    let size = args.size;
+    let mut rows = Vec::new();
+    eprintln!("N = {n}");
+
+    // 1. one durable save at a time
+    let single = n.min(args.single);
+    let p = Phase::start();
+    for i in 0..single {
+        sm.save(tx("s", i, size)?).await?;
+    }
+    rows.push(p.end(
+        n,
+        "save (one at a time)",
+        single as u64,
+        Some(limits.single_save_limit_per_s),
+        "limit: durable file create + one durable SQLite commit",
+    ));
+
+    // 2. batched saves: fills the store with N txs
+    let p = Phase::start();
+    let mut i = 0;
+    while i < n {
+        let end = (i + args.batch).min(n);
+        let txs = (i..end)
+            .map(|j| tx("b", j, size))
+            .collect::<Result<Vec<_>>>()?;
+        sm.save_batch(txs).await?;
+        i = end;
+    }
+    rows.push(p.end(
+        n,
+        "save_batch",
+        n as u64,
+        None,
+        format!("{} per batch", args.batch),
+    ));
+
+    // 3. many concurrent single saves (group commit)
+    let total = n.min(args.concurrent_total);
+    let per = total.div_ceil(args.concurrency.max(1));
+    let p = Phase::start();
+    let mut tasks = Vec::new();
+    for c in 0..args.concurrency {
+        let sm = sm.clone();
+        tasks.push(tokio::spawn(async move {
+            for k in 0..per {
+                let i = c * per + k;
+                if i >= total {
+                    break;
+                }
+                sm.save(tx("c", i, size)?).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    rows.push(p.end(
+        n,
+        "save (concurrent)",
+        total as u64,
+        None,
+        format!("{} callers", args.concurrency),
+    ));
+
+    // 4. loads with verification
+    let ids: Vec<TxId> = (0..n)
+        .map(|i| TxId::new(format!("b{i:08}")))
+        .collect::<Result<_, _>>()?;
+    let one_by_one = n.min(20_000);
+    let p = Phase::start();
+    for id in &ids[..one_by_one] {
+        sm.load(id).await?.context("missing tx")?;
+    }
+    rows.push(p.end(
+        n,
+        "load (one call each)",
+        one_by_one as u64,
+        None,
+        "one hand-off per call",
+    ));
+
+    let p = Phase::start();
+    for chunk in ids.chunks(256) {
+        for r in sm.load_many(chunk.to_vec()).await? {
+            r?.context("missing tx")?;
+        }
+    }
+    rows.push(p.end(
+        n,
+        "load_many",
+        n as u64,
+        Some(limits.warm_read_per_s.min(limits.sha256_payloads_per_s)),
+        "256 per call; limit: warm read or SHA-256, the slower",
+    ));
+
+    // concurrent loaders, each one call per tx
+    let loaders = 4;
+    let p = Phase::start();
+    let mut tasks = Vec::new();
+    for part in ids.chunks(n.div_ceil(loaders)) {
+        let sm = sm.clone();
+        let part = part.to_vec();
+        tasks.push(tokio::spawn(async move {
+            for chunk in part.chunks(64) {
+                for r in sm.load_many(chunk.to_vec()).await? {
+                    r?.context("missing tx")?;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    rows.push(p.end(n, "load_many (4 tasks)", n as u64, None, "64 per call"));
+
+    // 5. list
+    let p = Phase::start();
+    let mut after = None;
+    let mut listed = 0u64;
+    loop {
+        let page = sm.list_page(after, 1000).await?;
+        listed += page.rows.len() as u64;
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    rows.push(p.end(n, "list", listed, None, "pages of 1000"));
+
+    // 6. TTL scan, nothing expired (median of 50)
+    let now = T0 + 2e7;
+    let ttl_none = now - T0 + 1.0;
+    let mut times = Vec::new();
+    reset_peak_rss();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let gone = sm.delete_expired(now, ttl_none, 1000).await?;
+        times.push(t.elapsed());
+        anyhow::ensure!(gone.is_empty(), "nothing should expire");
+    }
+    let med = median(times);
+    rows.push(Row {
+        n,
+        phase: "ttl scan (none expired)".into(),
+        ops: 1,
+        elapsed_s: med.as_secs_f64(),
+        ops_per_s: 1.0 / med.as_secs_f64().max(1e-9),
+        peak_rss_mib: peak_rss_mib(),
+        limit_ops_per_s: None,
+        note: "median of 50 scans".into(),
+    });
+    eprintln!(
+        "  ttl scan (none expired) {:.3} ms",
+        med.as_secs_f64() * 1e3
+    );
+
+    // 7. TTL scan expiring 10 % of the store (the oldest batched txs)
+    let stored = sm.stats().await?.count as usize;
+    let cutoff_i = (stored / 10).min(n);
+    let ttl_10 = now - (T0 + cutoff_i as f64) - 0.5;
+    let p = Phase::start();
+    let mut expired = 0u64;
+    loop {
+        let gone = sm.delete_expired(now, ttl_10, 1000).await?;
+        expired += gone.len() as u64;
+        if gone.len() < 1000 {
+            break;
+        }
+    }
+    rows.push(p.end(
+        n,
+        "ttl scan (10% expired)",
+        expired,
+        None,
+        "batches of 1000",
+    ));
+
+    // 8. verify and recover over the whole store
+    let p = Phase::start();
+    let report = sm.verify().await?;
+    anyhow::ensure!(
+        report.is_clean(),
+        "verify found problems: {:?}",
+        report.findings.first()
+    );
+    rows.push(p.end(
+        n,
+        "verify",
+        report.rows_checked,
+        Some(limits.sha256_payloads_per_s),
+        "limit: SHA-256 on one core",
+    ));
+    let p = Phase::start();
+    let report = sm.recover(false).await?;
+    anyhow::ensure!(report.is_clean(), "recover found problems");
+    rows.push(p.end(n, "recover", report.rows_checked, None, "nothing to repair"));
+
+    sm.close().await?;
+    fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    Ok(rows)
+}
+
+fn markdown(report: &Report) -> String {
+    let l = &report.limits;
+    let mut s = String::new();
+    s.push_str(&format!(
+        "Machine: {}. Payload: {} bytes.\n\nMachine limits measured in the same run: durable file create (temp, fsync, rename, fsync dir) {:.0}/s; durable SQLite commit {:.0}/s; one-at-a-time save limit {:.0}/s; SQLite rows in 1,000-row transactions {:.0}/s; SHA-256 {:.0} payloads/s ({:.0} MB/s); warm 1-payload reads {:.0}/s.\n\n",
+        report.machine,
+        report.payload_bytes,
+        l.durable_file_create_per_s,
+        l.sqlite_durable_commit_per_s,
+        l.single_save_limit_per_s,
+        l.sqlite_rows_in_1000_row_txns_per_s,
+        l.sha256_payloads_per_s,
+        l.sha256_mb_per_s,
+        l.warm_read_per_s
+    ));
+    s.push_str("| N | phase | ops | elapsed | ops/s | peak RSS | vs limit | note |\n");
+    s.push_str("|---:|---|---:|---:|---:|---:|---:|---|\n");
+    for r in &report.rows {
+        let elapsed = if r.elapsed_s < 0.1 {
+            format!("{:.2} ms", r.elapsed_s * 1e3)
+        } else {
+            format!("{:.2} s", r.elapsed_s)
+        };
+        let ratio = r
+            .limit_ops_per_s
+            .map_or(String::new(), |l| format!("{:.2}x", r.ops_per_s / l));
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {:.0} | {:.1} MiB | {} | {} |\n",
+            r.n, r.phase, r.ops, elapsed, r.ops_per_s, r.peak_rss_mib, ratio, r.note
+        ));
+    }
+    s
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.batch > 0 && args.concurrency > 0,
+        "--batch and --concurrency must be > 0"
+    );
+    let root = match &args.dir {
+        Some(d) => tempfile::TempDir::new_in(d),
+        None => tempfile::TempDir::new(),
+    }
+    .context("create benchmark directory")?;
+    eprintln!("measuring machine limits in {}", root.path().display());
+    let limits = measure_limits(root.path(), args.size)?;
+    eprintln!("{limits:#?}");
+    let mut rows = Vec::new();
+    for &n in &args.n {
+        rows.extend(run_n(&args, root.path(), n, &limits).await?);
+    }
+    let report = Report {
+        machine: machine(),
+        payload_bytes: args.size,
+        limits,
+        rows,
+    };
+    let md = markdown(&report);
+    println!("{md}");
+    if let Some(p) = &args.markdown {
+        fs::write(p, &md).with_context(|| format!("write {}", p.display()))?;
+    }
+    if let Some(p) = &args.json {
+        fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("write {}", p.display()))?;
+    }
+    Ok(())
+}
