@@ -60,6 +60,11 @@ impl DaemonHandle {
         self.task.is_finished()
     }
 
+    /// Asks the daemon to stop without waiting; [`shutdown`](Self::shutdown) waits.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
     /// Stops the daemon gracefully: a pass in progress finishes the batch in flight and
     /// starts no other; no new pass starts. Returns the final statistics.
     pub async fn shutdown(self) -> Result<DaemonStats> {

@@ -34,7 +34,7 @@
 //! let ttl = TtlManager::new(store.clone(), Duration::from_secs(7 * 86400))?;
 //! let report = ttl.scan_once().await?;
 //! println!("expired {} txs", report.count);
-//! let daemon = ttl.spawn(Duration::from_secs(3600));
+//! let daemon = ttl.spawn(Duration::from_secs(3600))?;
 //! // ... later
 //! let stats = daemon.shutdown().await?;
 //! println!("{} passes", stats.passes);

@@ -52,7 +52,8 @@ pub struct ScanSummary {
 /// A pass with the ids it expired.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanReport {
-    /// Ids deleted (or found, in a dry run), oldest first.
+    /// Ids deleted (or found, in a dry run), batch by batch: each batch holds the oldest
+    /// txs left, but a delete batch lists its ids in no particular order.
     pub expired: Vec<String>,
     /// `expired.len()`.
     pub count: u64,
