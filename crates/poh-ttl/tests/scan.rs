@@ -14,7 +14,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 fn manager<T: poh_ttl::ExpiryTarget>(target: T, ttl: Duration) -> TtlManager<T> {
     TtlManager::new(target, ttl)
-        .unwrap()
+        .expect("valid ttl")
         .with_clock(ManualClock::new(NOW))
 }
 

@@ -129,7 +129,7 @@ impl<T> Counting<T> {
     }
 
     pub fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap().clone()
+        self.calls.lock().expect("calls lock").clone()
     }
 
     fn record(
@@ -139,7 +139,7 @@ impl<T> Counting<T> {
         limit: usize,
         r: &Result<Vec<String>, StorageError>,
     ) {
-        self.calls.lock().unwrap().push(Call {
+        self.calls.lock().expect("calls lock").push(Call {
             at,
             now,
             limit,
@@ -323,7 +323,7 @@ impl ExpiryTarget for ResaveBetweenBatches {
     ) -> Result<Vec<String>, StorageError> {
         let ids = self.store.delete_expired(now, ttl, limit).await?;
         if self.n.fetch_add(1, Ordering::SeqCst) + 1 == self.after_batch {
-            let txs = self.txs.lock().unwrap().take();
+            let txs = self.txs.lock().expect("txs lock").take();
             if let Some(txs) = txs {
                 self.store.save_batch(txs).await?;
             }
