@@ -126,7 +126,7 @@ async fn run<T: ExpiryTarget>(
                 info!(
                     expired = s.count,
                     batches = s.batches,
-                    elapsed_ms = s.elapsed.as_secs_f64() * 1000.0,
+                    elapsed_ms = (s.elapsed.as_secs_f64() * 1e6).round() / 1e3,
                     stopped_early = s.stopped_early,
                     "TTL pass complete"
                 );

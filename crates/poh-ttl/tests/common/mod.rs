@@ -341,3 +341,59 @@ impl ExpiryTarget for ResaveBetweenBatches {
         self.store.find_expired(now, ttl, after, limit).await
     }
 }
+
+/// Runs `fut` on a fresh current-thread runtime (for tests that drive the binary).
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(fut)
+}
+
+/// A closed store holding `txs`, for tests that run the binary on it.
+pub fn store_with(txs: &[(String, f64)]) -> TempDir {
+    block_on(async {
+        let (dir, sm) = store().await;
+        if !txs.is_empty() {
+            seed(&sm, txs).await;
+        }
+        sm.close().await.expect("close store");
+        dir
+    })
+}
+
+/// Every id in the store under `dir` (opened and closed again).
+pub fn ids_in(dir: &TempDir) -> BTreeSet<String> {
+    block_on(async {
+        let sm = open_existing(dir).await;
+        let out = ids(&sm).await;
+        sm.close().await.expect("close store");
+        out
+    })
+}
+
+/// The real system time, for txs a binary (on the system clock) must see as old or new.
+pub fn real_now() -> f64 {
+    poh_ttl::clock::unix_now()
+}
+
+/// The `poh-ttl` binary.
+pub fn bin() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_poh-ttl"));
+    cmd.env_remove("POH_BASE")
+        .env_remove("POH_DB")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// `--base` and `--db` of the store under `dir`.
+pub fn store_args(dir: &TempDir) -> [String; 4] {
+    let (base, db) = paths(dir);
+    [
+        "--base".into(),
+        base.display().to_string(),
+        "--db".into(),
+        db.display().to_string(),
+    ]
+}
