@@ -6,6 +6,8 @@
 //! is visible rather than silently dead. Each pass is logged at INFO with counts and
 //! elapsed time; the expired ids only at DEBUG.
 
+use std::future::Future;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -73,6 +75,40 @@ impl DaemonHandle {
             .await
             .map_err(|e| TtlError::DaemonPanicked(e.to_string()))?;
         Ok(self.stats.borrow().clone())
+    }
+
+    /// Lets the daemon run until `shutdown` completes (e.g. a signal), then shuts it down
+    /// gracefully and returns the final statistics.
+    ///
+    /// With `max_consecutive_failures`, gives up once that many passes in a row have
+    /// failed: the daemon is shut down and [`TtlError::GaveUp`] returned, so a supervisor
+    /// can restart the process (reopening a store that refuses writes after a durability
+    /// failure repairs it). Without it, failed passes are retried forever.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+        max_consecutive_failures: Option<NonZeroU64>,
+    ) -> Result<DaemonStats> {
+        let limit = max_consecutive_failures.map(NonZeroU64::get);
+        let mut rx = self.stats.clone();
+        let gave_up = tokio::select! {
+            _ = shutdown => false,
+            r = async {
+                rx.wait_for(|s| limit.is_some_and(|m| s.consecutive_failures >= m))
+                    .await
+                    .map(|_| ())
+            } => r.is_ok(),
+        };
+        // `wait_for` fails only if the task is gone; `shutdown` then reports the panic.
+        let last = self.stats();
+        let end = self.shutdown().await?;
+        if gave_up {
+            return Err(TtlError::GaveUp {
+                failures: last.consecutive_failures,
+                last_error: last.last_error.unwrap_or_default(),
+            });
+        }
+        Ok(end)
     }
 }
 

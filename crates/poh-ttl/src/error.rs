@@ -31,6 +31,15 @@ pub enum TtlError {
         source: StorageError,
     },
 
+    /// The daemon stopped after too many failed passes in a row.
+    #[error("giving up after {failures} failed TTL passes in a row; last error: {last_error}")]
+    GaveUp {
+        /// Consecutive failed passes.
+        failures: u64,
+        /// The last failure, with its causes.
+        last_error: String,
+    },
+
     /// The daemon task panicked (a bug); its last statistics are in the log.
     #[error("the TTL daemon task panicked: {0}")]
     DaemonPanicked(String),

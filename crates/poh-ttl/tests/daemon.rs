@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,4 +200,53 @@ async fn shutdown_during_a_pass_finishes_the_batch_in_flight_and_starts_no_other
 async fn a_zero_interval_is_refused() {
     let r = TtlManager::new(Empty, HOUR).unwrap().spawn(Duration::ZERO);
     assert!(matches!(r, Err(TtlError::InvalidInterval)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_until_returns_the_final_stats_when_shutdown_completes() {
+    let target = Arc::new(Counting::new(Empty));
+    let handle = TtlManager::new(target.clone(), HOUR)
+        .unwrap()
+        .spawn(MINUTE)
+        .unwrap();
+    let mut rx = handle.subscribe();
+    let shutdown = async move {
+        rx.wait_for(|s| s.passes == 3).await.unwrap();
+    };
+    let st = handle
+        .run_until(shutdown, NonZeroU64::new(2))
+        .await
+        .unwrap();
+    assert_eq!((st.passes, st.failures), (3, 0));
+    advance(10 * MINUTE).await;
+    assert_eq!(target.calls().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_until_gives_up_after_the_failure_limit_and_not_before() {
+    // Fails, fails, succeeds (count reset), then fails three times in a row.
+    let target = Arc::new(Counting::new(Flaky::new(Empty, [0, 1, 3, 4, 5])));
+    let handle = TtlManager::new(target.clone(), HOUR)
+        .unwrap()
+        .spawn(MINUTE)
+        .unwrap();
+    let err = handle
+        .run_until(std::future::pending(), NonZeroU64::new(3))
+        .await
+        .unwrap_err();
+    match err {
+        TtlError::GaveUp {
+            failures,
+            last_error,
+        } => {
+            assert_eq!(failures, 3);
+            assert!(last_error.contains("database is locked"), "{last_error}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        target.calls().len(),
+        6,
+        "stopped right after the third failure in a row"
+    );
 }

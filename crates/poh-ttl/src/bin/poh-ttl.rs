@@ -5,12 +5,12 @@
 //! zero or negative TTL/interval); 3 no store at the given location.
 
 use std::io::{self, BufWriter, IsTerminal};
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use poh_storage::{OpenOptions, StorageError, StorageManager};
 use poh_ttl::cli::{ExpiredPrinter, OutputFormat};
@@ -82,7 +82,7 @@ struct RunArgs {
     /// Exit with status 1 after this many failed passes in a row (so a supervisor
     /// restarts the process, which reopens the store); by default retry forever.
     #[arg(long)]
-    max_failures: Option<NonZeroUsize>,
+    max_failures: Option<NonZeroU64>,
 }
 
 fn main() -> ExitCode {
@@ -206,49 +206,22 @@ async fn run(a: RunArgs) -> Result<()> {
         interval_secs = a.interval.as_secs_f64(),
         "poh-ttl running; stop with SIGINT or SIGTERM"
     );
-    let max_failures = a.max_failures.map(|n| n.get() as u64);
-    let mut stats = daemon.subscribe();
-    enum Stop {
-        Signal(&'static str),
-        TooManyFailures,
-        TaskEnded,
-    }
-    let stop = tokio::select! {
-        _ = sigterm.recv() => Stop::Signal("SIGTERM"),
-        _ = sigint.recv() => Stop::Signal("SIGINT"),
-        r = async {
-            stats
-                .wait_for(|s| max_failures.is_some_and(|m| s.consecutive_failures >= m))
-                .await
-                .map(|_| ())
-        } => match r {
-            Ok(()) => Stop::TooManyFailures,
-            Err(_) => Stop::TaskEnded,
-        },
-    };
-    if let Stop::Signal(name) = stop {
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        };
         info!(signal = name, "stopping: finishing the batch in flight");
-    }
-    let last = daemon.stats();
-    let shutdown = daemon.shutdown().await;
+    };
+    let result = daemon.run_until(shutdown, a.max_failures).await;
     let closed = store.close().await.context("close the store");
-    let final_stats = shutdown?;
+    let stats = result?;
     closed?;
-    match stop {
-        Stop::Signal(_) => {
-            info!(
-                passes = final_stats.passes,
-                failures = final_stats.failures,
-                expired_total = final_stats.expired_total,
-                "poh-ttl stopped; store closed"
-            );
-            Ok(())
-        }
-        Stop::TooManyFailures => Err(anyhow!(
-            "giving up after {} failed passes in a row; last error: {}",
-            last.consecutive_failures,
-            last.last_error.as_deref().unwrap_or("unknown")
-        )),
-        Stop::TaskEnded => Err(anyhow!("the TTL daemon task ended unexpectedly")),
-    }
+    info!(
+        passes = stats.passes,
+        failures = stats.failures,
+        expired_total = stats.expired_total,
+        "poh-ttl stopped; store closed"
+    );
+    Ok(())
 }
