@@ -282,3 +282,85 @@ fn two_scan_processes_at_once_delete_each_expired_tx_exactly_once() {
         set(many("new", 40, |_| 0.0).iter().map(|(i, _)| i))
     );
 }
+
+/// The Python model of the prototype, `<repo root>/../shared/seedref`, if it can run here.
+fn seedref() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seedref");
+    let ok = dir.is_dir()
+        && std::process::Command::new("python3")
+            .args(["-c", "import aiofiles, aiosqlite"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: the prototype model at {} needs python3 with aiofiles and aiosqlite",
+            dir.display()
+        );
+    }
+    ok.then_some(dir)
+}
+
+#[test]
+fn scan_prints_what_the_prototype_prints() {
+    let Some(seedref) = seedref() else { return };
+    let now = real_now();
+    let fresh = ("fresh".to_string(), now - 100.0);
+    let old_a = ("old-a".to_string(), now - 20_000.0);
+    let old_b = ("old-b".to_string(), now - 10_000.0);
+    for txs in [
+        vec![fresh.clone()],
+        vec![fresh.clone(), old_a.clone()],
+        vec![old_b, fresh, old_a],
+    ] {
+        let expired = txs.len() - 1;
+        let ours = store_with(&txs);
+        let theirs = copy_store(&ours);
+        let (base, db) = paths(&theirs);
+        let py = std::process::Command::new("python3")
+            .args(["-m", "poh_ttl.cli", "scan", "--ttl", "3600", "--base"])
+            .arg(&base)
+            .arg("--db")
+            .arg(&db)
+            .env("PYTHONPATH", &seedref)
+            .output()
+            .unwrap();
+        assert!(
+            py.status.success(),
+            "{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+        let out = bin()
+            .arg("scan")
+            .args(store_args(&ours))
+            .args(["--ttl", "3600"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let (py, ours_out) = (
+            String::from_utf8(py.stdout).unwrap(),
+            String::from_utf8(out).unwrap(),
+        );
+        if expired < 2 {
+            assert_eq!(ours_out, py, "byte for byte");
+        } else {
+            // Same line up to the order of the ids.
+            let items = |s: &str| {
+                let inner = s
+                    .trim_end()
+                    .strip_prefix("Expired: [")
+                    .unwrap()
+                    .strip_suffix(']')
+                    .unwrap();
+                let mut v: Vec<String> = inner.split(", ").map(str::to_owned).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(items(&ours_out), items(&py));
+            assert_eq!(items(&ours_out), ["'old-a'", "'old-b'"]);
+        }
+        assert_eq!(ids_in(&ours), ids_in(&theirs), "both deleted the same txs");
+        assert_eq!(ids_in(&ours), set(["fresh"]));
+    }
+}

@@ -397,3 +397,18 @@ pub fn store_args(dir: &TempDir) -> [String; 4] {
         db.display().to_string(),
     ]
 }
+
+/// A copy of the (closed) store under `from`, in a new temporary directory.
+pub fn copy_store(from: &TempDir) -> TempDir {
+    let to = TempDir::new().expect("tempdir");
+    let (src, _) = paths(from);
+    let (dst, _) = paths(&to);
+    std::fs::create_dir_all(&dst).expect("create base");
+    for e in std::fs::read_dir(&src).expect("list base") {
+        let e = e.expect("dir entry");
+        if e.file_type().expect("file type").is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).expect("copy file");
+        }
+    }
+    to
+}
