@@ -1,4 +1,4 @@
-//! Helpers shared by the poh-ttl integration tests: temporary stores, txs, and expiry
+//! Shared support for the poh-ttl integration tests: temporary stores, txs, and expiry
 //! targets that count calls, fail on demand, wait at a gate or re-save between batches.
 #![allow(dead_code)]
 
