@@ -102,10 +102,7 @@ impl StorageError {
     /// True for errors that may go away on retry (permissions, descriptors, I/O errors,
     /// a busy database), as opposed to bad input or detected corruption.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Io { .. } | Self::Meta { .. } | Self::Poisoned(_)
-        )
+        matches!(self, Self::Io { .. } | Self::Meta { .. } | Self::Poisoned(_))
     }
 }
 

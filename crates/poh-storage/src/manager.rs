@@ -89,13 +89,13 @@ impl std::fmt::Debug for StorageManager {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(StorageError::Meta {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StorageError::Meta {
             what: "blocking task".into(),
             path: PathBuf::new(),
             source: e.to_string().into(),
-        })
-    })
+        }))
 }
 
 impl StorageManager {
@@ -278,12 +278,7 @@ impl StorageManager {
     ) -> Result<Vec<MetaRow>> {
         self.read(move |inner| {
             Self::with_reader(inner, |m| {
-                m.find_expired(
-                    now,
-                    ttl,
-                    after.as_ref().map(|(t, s)| (*t, s.as_str())),
-                    limit,
-                )
+                m.find_expired(now, ttl, after.as_ref().map(|(t, s)| (*t, s.as_str())), limit)
             })
         })
         .await
@@ -334,8 +329,7 @@ impl StorageManager {
 
     /// Count, bytes and time range of the store.
     pub async fn stats(&self) -> Result<Stats> {
-        self.read(|inner| Self::with_reader(inner, |m| m.stats()))
-            .await
+        self.read(|inner| Self::with_reader(inner, |m| m.stats())).await
     }
 
     /// Checks every tx and file and repairs what a crash or corruption left: finishes
@@ -435,10 +429,7 @@ fn verify_bytes(row: &MetaRow, id: TxId, data: Vec<u8>) -> Result<Tx> {
     if h != row.storage_hash {
         return Err(StorageError::Integrity {
             tx_id: row.tx_id.clone(),
-            detail: format!(
-                "payload SHA-256 {h} does not match the recorded {}",
-                row.storage_hash
-            ),
+            detail: format!("payload SHA-256 {h} does not match the recorded {}", row.storage_hash),
         });
     }
     Ok(Tx {

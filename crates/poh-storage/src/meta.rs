@@ -138,8 +138,7 @@ impl SqliteBackend {
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
-        let conn =
-            Connection::open_with_flags(&self.path, flags).map_err(|e| self.err("open", e))?;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| self.err("open", e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| self.err("set busy timeout", e))?;
         Ok(conn)
@@ -275,9 +274,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<MetaRow> {
         holder_id: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
         timestamp: r.get(2)?,
         storage_hash: r.get(3)?,
-        size: r
-            .get::<_, Option<i64>>(4)?
-            .and_then(|s| u64::try_from(s).ok()),
+        size: r.get::<_, Option<i64>>(4)?.and_then(|s| u64::try_from(s).ok()),
     })
 }
 
@@ -303,10 +300,7 @@ impl SqliteMeta {
         params: impl rusqlite::Params,
         what: &str,
     ) -> Result<Vec<MetaRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(sql)
-            .map_err(|e| self.err(what, e))?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(what, e))?;
         let rows = stmt
             .query_map(params, row_from)
             .map_err(|e| self.err(what, e))?;
@@ -339,18 +333,12 @@ impl MetaStore for SqliteMeta {
                 })?;
             for r in rows {
                 let size = r.size.and_then(|s| i64::try_from(s).ok());
-                stmt.execute(params![
-                    r.tx_id,
-                    r.holder_id,
-                    r.timestamp,
-                    r.storage_hash,
-                    size
-                ])
-                .map_err(|e| StorageError::Meta {
-                    what: format!("insert row of tx {}", r.tx_id),
-                    path: self.path.clone(),
-                    source: Box::new(e),
-                })?;
+                stmt.execute(params![r.tx_id, r.holder_id, r.timestamp, r.storage_hash, size])
+                    .map_err(|e| StorageError::Meta {
+                        what: format!("insert row of tx {}", r.tx_id),
+                        path: self.path.clone(),
+                        source: Box::new(e),
+                    })?;
             }
         }
         tx.commit().map_err(|e| StorageError::Meta {

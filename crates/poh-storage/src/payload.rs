@@ -42,9 +42,7 @@ pub struct PayloadStore {
 
 impl std::fmt::Debug for PayloadStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PayloadStore")
-            .field("base", &self.base)
-            .finish()
+        f.debug_struct("PayloadStore").field("base", &self.base).finish()
     }
 }
 

@@ -205,11 +205,7 @@ pub(crate) fn run(
 ) -> Result<RecoverReport> {
     let lock = StoreLock::open(payloads.base())?;
     let mut report = {
-        let _g = if dry_run {
-            lock.shared()?
-        } else {
-            lock.exclusive()?
-        };
+        let _g = if dry_run { lock.shared()? } else { lock.exclusive()? };
         repair_temps(payloads, writer, dry_run)
     };
     scan_rows(payloads, writer, reader, &lock, dry_run, &mut report)?;
@@ -272,11 +268,7 @@ fn scan_rows(
         if problems.is_empty() {
             continue;
         }
-        let _g = if dry_run {
-            lock.shared()?
-        } else {
-            lock.exclusive()?
-        };
+        let _g = if dry_run { lock.shared()? } else { lock.exclusive()? };
         for (row, _, _) in problems {
             // Look again under the lock: the tx may have been re-saved or deleted.
             let Some(now) = writer.get(&row.tx_id)? else {
@@ -314,11 +306,10 @@ fn fix_row(
     kind: ProblemKind,
     detail: &str,
 ) -> String {
-    let drop_row =
-        |writer: &mut dyn MetaStore| match writer.delete_if_hash(&row.tx_id, &row.storage_hash) {
-            Ok(_) => None,
-            Err(e) => Some(format!("row not dropped: {e}")),
-        };
+    let drop_row = |writer: &mut dyn MetaStore| match writer.delete_if_hash(&row.tx_id, &row.storage_hash) {
+        Ok(_) => None,
+        Err(e) => Some(format!("row not dropped: {e}")),
+    };
     match kind {
         ProblemKind::MissingPayload => drop_row(writer).unwrap_or_else(|| "dropped row".into()),
         ProblemKind::Corrupt => {
@@ -403,11 +394,7 @@ fn check_files(
     if orphans.is_empty() {
         return Ok(());
     }
-    let _g = if dry_run {
-        lock.shared()?
-    } else {
-        lock.exclusive()?
-    };
+    let _g = if dry_run { lock.shared()? } else { lock.exclusive()? };
     for (id, kind) in orphans {
         if writer.get(id.as_str())?.is_some() {
             continue;

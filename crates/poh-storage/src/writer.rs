@@ -271,9 +271,7 @@ impl Writer {
             // Rows written by other tools may carry ids we never use as file names.
             match TxId::new(id.as_str()) {
                 Ok(id) => self.remove_payload(&id),
-                Err(e) => {
-                    warn!(tx_id = %id, error = %e, "expired row has an unsafe id; its file (if any) is left alone")
-                }
+                Err(e) => warn!(tx_id = %id, error = %e, "expired row has an unsafe id; its file (if any) is left alone"),
             }
         }
         Ok(ids)

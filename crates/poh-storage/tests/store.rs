@@ -45,10 +45,7 @@ async fn batch_is_all_or_nothing_on_invalid_input() {
     let (_d, sm) = store().await;
     let mut bad = tx("b", 1.0, b"x");
     bad.timestamp = f64::NAN;
-    let err = sm
-        .save_batch(vec![tx("a", 1.0, b"x"), bad])
-        .await
-        .unwrap_err();
+    let err = sm.save_batch(vec![tx("a", 1.0, b"x"), bad]).await.unwrap_err();
     assert!(matches!(err, StorageError::Invalid(_)), "{err}");
     assert_eq!(sm.stats().await.unwrap().count, 0);
     assert!(!sm.base().join("a.bin").exists());
@@ -79,9 +76,7 @@ async fn concurrent_saves_all_land() {
 #[tokio::test]
 async fn list_pages_cover_everything_once() {
     let (_d, sm) = store().await;
-    let txs: Vec<_> = (0..25)
-        .map(|i| tx(&format!("id{i:03}"), 1.0, b"p"))
-        .collect();
+    let txs: Vec<_> = (0..25).map(|i| tx(&format!("id{i:03}"), 1.0, b"p")).collect();
     sm.save_batch(txs).await.unwrap();
     let mut seen = Vec::new();
     let mut after = None;
@@ -104,10 +99,7 @@ async fn stats_report_count_bytes_and_range() {
         .await
         .unwrap();
     let s = sm.stats().await.unwrap();
-    assert_eq!(
-        (s.count, s.bytes, s.oldest, s.newest),
-        (2, 8, Some(5.0), Some(9.0))
-    );
+    assert_eq!((s.count, s.bytes, s.oldest, s.newest), (2, 8, Some(5.0), Some(9.0)));
 }
 
 #[tokio::test]
@@ -116,10 +108,7 @@ async fn corrupted_payload_is_an_integrity_error_naming_the_tx() {
     sm.save(tx("t1", 1.0, b"hello")).await.unwrap();
     std::fs::write(sm.base().join("t1.bin"), b"hellO").unwrap();
     let err = sm.load(&id("t1")).await.unwrap_err();
-    assert!(
-        matches!(err, StorageError::Integrity { ref tx_id, .. } if tx_id == "t1"),
-        "{err}"
-    );
+    assert!(matches!(err, StorageError::Integrity { ref tx_id, .. } if tx_id == "t1"), "{err}");
     assert!(err.to_string().contains("t1"));
 }
 

@@ -62,13 +62,12 @@ impl Tx {
             }
             .into());
         }
-        let payload =
-            STANDARD
-                .decode(j.payload.as_bytes())
-                .map_err(|source| JsonError::Base64 {
-                    tx_id: tx_id.to_string(),
-                    source,
-                })?;
+        let payload = STANDARD
+            .decode(j.payload.as_bytes())
+            .map_err(|source| JsonError::Base64 {
+                tx_id: tx_id.to_string(),
+                source,
+            })?;
         let tx = Tx {
             tx_id,
             holder_id: j.holder_id,
@@ -131,42 +130,15 @@ mod tests {
             ("{", "malformed"),
             ("[]", "malformed"),
             (r#"{"tx_id":"a","holder_id":"h","timestamp":1}"#, "payload"),
-            (
-                r#"{"tx_id":1,"holder_id":"h","timestamp":1,"payload":""}"#,
-                "malformed",
-            ),
-            (
-                r#"{"tx_id":"a","holder_id":"h","timestamp":"1","payload":""}"#,
-                "malformed",
-            ),
-            (
-                r#"{"tx_id":"a","holder_id":"h","timestamp":1,"payload":"!!"}"#,
-                "base64",
-            ),
-            (
-                r#"{"tx_id":"a","holder_id":"h","timestamp":1,"payload":"aGVsbG8"}"#,
-                "base64",
-            ),
-            (
-                r#"{"tx_id":"../x","holder_id":"h","timestamp":1,"payload":""}"#,
-                "tx_id",
-            ),
-            (
-                r#"{"tx_id":"a","holder_id":"","timestamp":1,"payload":""}"#,
-                "holder_id",
-            ),
-            (
-                r#"{"tx_id":"a","holder_id":"h","timestamp":-1,"payload":""}"#,
-                "negative",
-            ),
-            (
-                r#"{"tx_id":"a","holder_id":"h","timestamp":1e300,"payload":""}"#,
-                "milliseconds",
-            ),
-            (
-                r#"{"tx_id":"a","holder_id":"h","timestamp":1,"payload":"","x":1}"#,
-                "unknown field",
-            ),
+            (r#"{"tx_id":1,"holder_id":"h","timestamp":1,"payload":""}"#, "malformed"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":"1","payload":""}"#, "malformed"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":1,"payload":"!!"}"#, "base64"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":1,"payload":"aGVsbG8"}"#, "base64"),
+            (r#"{"tx_id":"../x","holder_id":"h","timestamp":1,"payload":""}"#, "tx_id"),
+            (r#"{"tx_id":"a","holder_id":"","timestamp":1,"payload":""}"#, "holder_id"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":-1,"payload":""}"#, "negative"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":1e300,"payload":""}"#, "milliseconds"),
+            (r#"{"tx_id":"a","holder_id":"h","timestamp":1,"payload":"","x":1}"#, "unknown field"),
         ];
         for (input, word) in cases {
             let e = Tx::from_json(input, &lim()).unwrap_err().to_string();
@@ -178,37 +150,11 @@ mod tests {
     fn oversized_payload_is_rejected_before_decoding() {
         let body = STANDARD.encode(vec![7u8; 1000]);
         let j = format!(r#"{{"tx_id":"a","holder_id":"h","timestamp":1,"payload":"{body}"}}"#);
-        let e = Tx::from_json(
-            &j,
-            &Limits {
-                max_payload_bytes: 100,
-            },
-        )
-        .unwrap_err();
-        assert!(
-            matches!(e, JsonError::Invalid(TxError::PayloadTooLarge { .. })),
-            "{e}"
-        );
-        assert!(
-            Tx::from_json(
-                &j,
-                &Limits {
-                    max_payload_bytes: 1000
-                }
-            )
-            .is_ok()
-        );
-        let e = Tx::from_json(
-            &j,
-            &Limits {
-                max_payload_bytes: 999,
-            },
-        )
-        .unwrap_err();
-        assert!(
-            matches!(e, JsonError::Invalid(TxError::PayloadTooLarge { .. })),
-            "{e}"
-        );
+        let e = Tx::from_json(&j, &Limits { max_payload_bytes: 100 }).unwrap_err();
+        assert!(matches!(e, JsonError::Invalid(TxError::PayloadTooLarge { .. })), "{e}");
+        assert!(Tx::from_json(&j, &Limits { max_payload_bytes: 1000 }).is_ok());
+        let e = Tx::from_json(&j, &Limits { max_payload_bytes: 999 }).unwrap_err();
+        assert!(matches!(e, JsonError::Invalid(TxError::PayloadTooLarge { .. })), "{e}");
     }
 
     proptest! {

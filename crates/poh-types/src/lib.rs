@@ -14,6 +14,6 @@ pub mod id;
 pub mod json;
 pub mod tx;
 
-pub use id::{MAX_TX_ID_LEN, TxId, TxIdError};
+pub use id::{TxId, TxIdError, MAX_TX_ID_LEN};
 pub use json::{JsonError, TxJson};
 pub use tx::{DEFAULT_MAX_PAYLOAD_BYTES, Limits, MAX_TIMESTAMP_SECS, Tx, TxError, check_timestamp};

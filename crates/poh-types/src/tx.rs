@@ -190,24 +190,11 @@ mod tests {
     #[test]
     fn payload_limit_is_enforced() {
         let tx = Tx::new("a", "h", 1.0, vec![0u8; 11]).unwrap();
-        let e = tx
-            .validate(&Limits {
-                max_payload_bytes: 10,
-            })
-            .unwrap_err();
+        let e = tx.validate(&Limits { max_payload_bytes: 10 }).unwrap_err();
         assert_eq!(
             e,
-            TxError::PayloadTooLarge {
-                tx_id: "a".into(),
-                len: 11,
-                max: 10
-            }
+            TxError::PayloadTooLarge { tx_id: "a".into(), len: 11, max: 10 }
         );
-        assert!(
-            tx.validate(&Limits {
-                max_payload_bytes: 11
-            })
-            .is_ok()
-        );
+        assert!(tx.validate(&Limits { max_payload_bytes: 11 }).is_ok());
     }
 }
