@@ -2,7 +2,7 @@
 //! that concurrent `save` callers share one durable commit (group commit).
 //!
 //! Save protocol for a group, all under the exclusive store lock:
-//! 1. write each payload to a fresh `.tmp/` file and fsync it;
+//! 1. write each payload to a fresh `.tmp/` file and fsync it, then fsync `.tmp/`;
 //! 2. commit all rows in one SQLite transaction (synchronous=FULL) — the commit point;
 //! 3. rename each temp file to `<tx_id>.bin`;
 //! 4. fsync the base directory; then acknowledge every caller.
@@ -206,6 +206,20 @@ impl Writer {
             return;
         }
         if live.is_empty() {
+            return;
+        }
+        // The temps' names must be durable before the commit point: after a crash past
+        // it, repair finds them in `.tmp/` to roll forward. Without this a power cut could
+        // keep the new row but lose the temp, leaving the old payload under the new hash.
+        let tmp = self.payloads.tmp_dir();
+        if let Err(e) = fs.sync_dir(tmp) {
+            self.poison
+                .set(format!("fsync of directory {} failed: {e}", tmp.display()));
+            let err = StorageError::io("fsync temp directory", tmp, e);
+            for (req, staged) in live {
+                remove_temps(fs, &staged);
+                let _ = req.reply.send(Err(clone_err(&err)));
+            }
             return;
         }
 
