@@ -218,7 +218,7 @@ impl Inode {
 
 const ROOT: Ino = 0;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct State {
     inodes: Vec<Inode>,
     ops: u64,
@@ -570,6 +570,21 @@ impl SimFs {
             }
         }
         out
+    }
+
+    /// An independent copy of the whole state (files, faults, counters), to run several
+    /// experiments from one starting point.
+    pub fn fork(&self) -> SimFs {
+        SimFs {
+            state: Arc::new(Mutex::new(self.lock().clone())),
+        }
+    }
+
+    /// Replaces this file system's whole state with a copy of `other`'s; every clone of
+    /// this one sees the change.
+    pub fn restore(&self, other: &SimFs) {
+        let copy = other.lock().clone();
+        *self.lock() = copy;
     }
 
     // ---- faults and power loss ----

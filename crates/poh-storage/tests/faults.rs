@@ -302,6 +302,24 @@ async fn every_injected_error_keeps_acknowledged_data() {
     );
 }
 
+/// Runs the workload on a fresh store with the power going off after `n` file
+/// operations, then cuts the power. Returns the store and the answers of the steps that ran.
+async fn crash_after(n: u64, loss: Loss) -> (SimStore, Vec<Result<Ack, StorageError>>) {
+    let s = SimStore::new();
+    let sm = s.open().await.expect("open");
+    s.sim.halt_after(n);
+    let mut results = Vec::new();
+    for step in &workload() {
+        if s.sim.halted() {
+            break;
+        }
+        results.push(run_step(&sm, step).await);
+    }
+    sm.close().await.expect("close");
+    s.sim.power_loss_with(loss);
+    (s, results)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_after_every_operation_keeps_acknowledged_data() {
     let total = count_ops().await;
@@ -309,30 +327,69 @@ async fn power_loss_after_every_operation_keeps_acknowledged_data() {
     let mut points = 0u64;
     for loss in [Loss::Clean, Loss::Torn] {
         for n in 0..=total {
-            let s = SimStore::new();
-            let sm = s.open().await.unwrap();
-            s.sim.halt_after(n);
-            let mut results = Vec::new();
-            for step in &steps {
-                if s.sim.halted() {
-                    break;
-                }
-                results.push(run_step(&sm, step).await);
-            }
-            sm.close().await.unwrap();
-            s.sim.power_loss_with(loss);
-            check(
-                &s,
-                &steps[..results.len()],
-                &results,
-                &format!("power loss ({loss:?}) after op {n}"),
-            )
-            .await;
+            let (s, results) = crash_after(n, loss).await;
+            let ctx = format!("power loss ({loss:?}) after op {n}");
+            check(&s, &steps[..results.len()], &results, &ctx).await;
             points += 1;
         }
     }
     eprintln!(
         "power-loss points tested: {points} (after each of {total} operations and before the first, clean and torn)"
+    );
+}
+
+/// A second power cut, or an I/O error, while reopening and recovering from the first
+/// loses nothing either: repair and recover are safe to interrupt and run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_during_recovery_keeps_acknowledged_data() {
+    let total = count_ops().await;
+    let steps = workload();
+    let (mut cuts, mut errors, mut states) = (0u64, 0u64, 0u64);
+    for n in 0..=total {
+        // Measure the recovery of this state; skip states it leaves as they are.
+        let (s, results) = crash_after(n, Loss::Clean).await;
+        let saved = s.save_state();
+        let before = (common::snapshot::sim_snapshot(&s.sim, &s.base), s.sim.ops());
+        let sm = s.open().await.expect("reopen");
+        sm.recover(false).await.expect("recover");
+        sm.close().await.expect("close");
+        let after = common::snapshot::sim_snapshot(&s.sim, &s.base);
+        let recovery_ops = s.sim.ops() - before.1;
+        if after == before.0 {
+            continue;
+        }
+        states += 1;
+        for m in 0..recovery_ops {
+            for cut in [true, false] {
+                s.restore_state(&saved);
+                if cut {
+                    s.sim.halt_after(m);
+                } else {
+                    s.sim.inject(Fault::nth(m + 1, libc::EIO));
+                }
+                if let Ok(sm) = s.open().await {
+                    let _ = sm.recover(false).await;
+                    sm.close().await.expect("close");
+                }
+                let ctx = if cut {
+                    s.sim.power_loss();
+                    cuts += 1;
+                    format!("power loss after op {n}, then after op {m} of recovery")
+                } else {
+                    s.sim.clear_faults();
+                    errors += 1;
+                    format!(
+                        "power loss after op {n}, then EIO at op {} of recovery",
+                        m + 1
+                    )
+                };
+                check(&s, &steps[..results.len()], &results, &ctx).await;
+            }
+        }
+    }
+    eprintln!(
+        "recovery interrupted at {cuts} points by a power cut and at {errors} by EIO \
+         (every operation of recovering the {states} crash states that need repair)"
     );
 }
 

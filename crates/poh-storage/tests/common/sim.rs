@@ -45,3 +45,53 @@ impl SimStore {
         StorageManager::open_with(&self.base, &self.db, self.options()).await
     }
 }
+
+/// A closed simulated store's complete state (simulated files and the real database),
+/// to run several experiments from one starting point.
+pub struct SavedState {
+    sim: SimFs,
+    db: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+impl SimStore {
+    fn db_files(&self) -> Vec<PathBuf> {
+        ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| {
+                let mut p = self.db.clone().into_os_string();
+                p.push(suffix);
+                PathBuf::from(p)
+            })
+            .collect()
+    }
+
+    /// Saves the state; the store must be closed.
+    pub fn save_state(&self) -> SavedState {
+        SavedState {
+            sim: self.sim.fork(),
+            db: self
+                .db_files()
+                .into_iter()
+                .map(|p| {
+                    let data = std::fs::read(&p).ok();
+                    (p, data)
+                })
+                .collect(),
+        }
+    }
+
+    /// Puts back a saved state; the store must be closed.
+    pub fn restore_state(&self, saved: &SavedState) {
+        self.sim.restore(&saved.sim);
+        for (p, data) in &saved.db {
+            match data {
+                Some(d) => std::fs::write(p, d).expect("restore database file"),
+                None => match std::fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("remove {}: {e}", p.display()),
+                },
+            }
+        }
+    }
+}
