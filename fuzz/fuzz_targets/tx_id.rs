@@ -22,5 +22,9 @@ fuzz_target!(|data: &[u8]| {
     );
     let base = Path::new("/store/base");
     let file = base.join(format!("{id}.bin"));
-    assert_eq!(file.parent(), Some(base), "{id:?} escapes the base directory");
+    assert_eq!(
+        file.parent(),
+        Some(base),
+        "{id:?} escapes the base directory"
+    );
 });
