@@ -273,10 +273,11 @@ async fn every_injected_error_keeps_acknowledged_data() {
                 if let Some(at) = poisoned_at {
                     assert!(
                         matches!(r, Err(StorageError::Poisoned(_))),
-                        "{ctx}: the store took a write after a failed fsync in step {at}: {r:?}"
+                        "{ctx}: the store took a write after a failed fsync or rename in step {at}: {r:?}"
                     );
                 }
-                if poisoned_at.is_none() && hit.iter().any(|f| f.op.is_sync()) {
+                if poisoned_at.is_none() && hit.iter().any(|f| f.op.is_sync() || f.op == Op::Rename)
+                {
                     poisoned_at = Some(i);
                 }
                 results.push(r);
