@@ -14,6 +14,8 @@
 //! - [`meta`]: the [`MetaStore`] interface and its SQLite implementation, with migration.
 //! - [`recover`]: recovery and verification reports.
 //! - [`fs`]: the narrow [`FileSystem`] trait and the real implementation.
+//! - [`sim`]: [`sim::SimFs`], an in-memory file system that models power loss and injects
+//!   I/O errors, for testing the durability promise.
 //! - [`lock`]: the cross-process store lock.
 //! - [`error`]: [`StorageError`], the one error type.
 //!
@@ -31,6 +33,7 @@ pub mod manager;
 pub mod meta;
 pub mod payload;
 pub mod recover;
+pub mod sim;
 pub mod writer;
 
 pub use error::{Result, StorageError};

@@ -70,10 +70,35 @@ impl PayloadStore {
         }
     }
 
-    /// Creates the base and `.tmp` directories if missing.
+    /// Creates the base and `.tmp` directories if missing, and syncs the parent of each
+    /// one created: a new directory's entry survives power loss only once its parent is
+    /// synced, and everything saved under it would vanish with it.
     pub fn init(&self) -> io::Result<()> {
-        self.fs.create_dir_all(&self.base)?;
-        self.fs.create_dir_all(&self.tmp)
+        if self.create_dir(&self.base)? {
+            let parent = match self.base.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            self.fs.sync_dir(parent)?;
+        }
+        if self.create_dir(&self.tmp)? {
+            self.fs.sync_dir(&self.base)?;
+        }
+        Ok(())
+    }
+
+    /// Creates `dir` (and its parents) if it does not exist; true if it was created.
+    fn create_dir(&self, dir: &Path) -> io::Result<bool> {
+        match self.fs.kind(dir) {
+            Ok(EntryKind::Dir) => Ok(false),
+            // Let create_dir_all decide (it accepts a link to a directory, refuses a file).
+            Ok(_) => self.fs.create_dir_all(dir).map(|()| false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.fs.create_dir_all(dir)?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The file system underneath.

@@ -1,6 +1,10 @@
 //! Helpers shared by the storage integration tests.
 #![allow(dead_code)]
 
+pub mod hostile;
+pub mod sim;
+pub mod snapshot;
+
 use poh_storage::{StorageManager, Tx};
 use tempfile::TempDir;
 
