@@ -13,13 +13,66 @@ use crate::tx::{Limits, Tx, TxError};
 #[serde(deny_unknown_fields)]
 pub struct TxJson {
     /// Transaction id.
+    #[serde(deserialize_with = "de_tx_id")]
     pub tx_id: String,
     /// Holder id.
+    #[serde(deserialize_with = "de_holder_id")]
     pub holder_id: String,
     /// UNIX seconds.
+    #[serde(deserialize_with = "de_timestamp")]
     pub timestamp: f64,
     /// Standard base64 of the payload.
+    #[serde(deserialize_with = "de_payload")]
     pub payload: String,
+}
+
+/// Names a JSON value's type for messages.
+fn kind(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) if s.chars().count() > 40 => "a string".into(),
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+// Field-by-field decoding, so that a value of the wrong type is reported with the field's
+// name ("timestamp must be a number ...") rather than only a line and column.
+fn de_string<'de, D: serde::Deserializer<'de>>(d: D, field: &str) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        other => Err(serde::de::Error::custom(format!(
+            "{field} must be a string, got {}",
+            kind(&other)
+        ))),
+    }
+}
+
+fn de_tx_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    de_string(d, "tx_id")
+}
+
+fn de_holder_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    de_string(d, "holder_id")
+}
+
+fn de_payload<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    de_string(d, "payload (standard base64)")
+}
+
+fn de_timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    match v.as_f64() {
+        Some(f) if v.is_number() => Ok(f),
+        _ => Err(serde::de::Error::custom(format!(
+            "timestamp must be a number of UNIX seconds, got {}",
+            kind(&v)
+        ))),
+    }
 }
 
 /// A JSON document that is not a valid transaction.
