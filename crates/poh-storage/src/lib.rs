@@ -31,6 +31,7 @@ pub mod fs;
 pub mod lock;
 pub mod manager;
 pub mod meta;
+mod par;
 pub mod payload;
 pub mod recover;
 pub mod sim;

@@ -16,6 +16,7 @@ use crate::fs::{EntryKind, is_not_regular};
 use crate::lock::StoreLock;
 use crate::manager::check_payload;
 use crate::meta::{MetaRow, MetaStore};
+use crate::par::par_map;
 use crate::payload::{PayloadStore, sha256_hex};
 
 /// Rows read per page during a scan.
@@ -251,23 +252,12 @@ fn scan_rows(
         let Some(last) = rows.last() else { break };
         after = Some(last.tx_id.clone());
         report.rows_checked += rows.len() as u64;
-        let chunk = rows.len().div_ceil(workers);
-        let problems: Vec<(MetaRow, ProblemKind, String)> = std::thread::scope(|s| {
-            let handles: Vec<_> = rows
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || {
-                        part.iter()
-                            .filter_map(|r| classify(payloads, r).map(|(k, d)| (r.clone(), k, d)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
+        let problems: Vec<(MetaRow, ProblemKind, String)> =
+            par_map(&rows, workers, |r| classify(payloads, r))
                 .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
+                .zip(&rows)
+                .filter_map(|(p, r)| p.map(|(k, d)| (r.clone(), k, d)))
+                .collect();
         report.rows_ok += (rows.len() - problems.len()) as u64;
         if problems.is_empty() {
             continue;

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 use crate::error::{Result, StorageError};
 use crate::lock::StoreLock;
 use crate::meta::{MetaRow, MetaStore};
+use crate::par::par_map;
 use crate::payload::{PayloadStore, sha256_hex};
 
 /// Most transactions committed in one group.
@@ -309,64 +310,39 @@ impl Writer {
     }
 }
 
-/// Most threads writing and syncing temp files at once.
-const STAGE_THREADS: usize = 16;
+/// Most threads syncing temp files at once. Creations stay on one thread: they contend
+/// for the directory's lock anyway, while fsyncs of separate files overlap in the device.
+const SYNC_THREADS: usize = 16;
 
-/// Writes and fsyncs every job's temp file, spread over up to [`STAGE_THREADS`] threads.
+/// Writes every job's temp file (one thread), then fsyncs them (up to [`SYNC_THREADS`]).
 /// A failed write removes its temp; a failed fsync also poisons the store.
 fn stage_all(
     fs: &dyn crate::fs::FileSystem,
     jobs: &[(usize, &Tx, PathBuf)],
     poison: &Poison,
 ) -> Vec<Result<()>> {
-    let stage = |tx: &Tx, temp: &PathBuf| -> Result<()> {
-        if let Err(e) = fs.write_new(temp, &tx.payload) {
-            let _ = fs.remove_file(temp);
-            return Err(StorageError::io("write temp payload", temp, e));
-        }
-        if let Err(e) = fs.sync_file(temp) {
+    let mut results: Vec<Result<()>> = jobs
+        .iter()
+        .map(|(_, tx, temp)| {
+            fs.write_new(temp, &tx.payload).map_err(|e| {
+                let _ = fs.remove_file(temp);
+                StorageError::io("write temp payload", temp, e)
+            })
+        })
+        .collect();
+    let written: Vec<usize> = (0..jobs.len()).filter(|&i| results[i].is_ok()).collect();
+    let synced = par_map(&written, SYNC_THREADS, |&i| fs.sync_file(&jobs[i].2));
+    for (i, r) in written.into_iter().zip(synced) {
+        if let Err(e) = r {
+            let temp = &jobs[i].2;
             // A failed fsync may have dropped dirty pages: nothing later can be trusted
             // to be durable without a reopen.
             poison.set(format!("fsync of {} failed: {e}", temp.display()));
             let _ = fs.remove_file(temp);
-            return Err(StorageError::io("fsync temp payload", temp, e));
+            results[i] = Err(StorageError::io("fsync temp payload", temp, e));
         }
-        Ok(())
-    };
-    let threads = jobs.len().min(STAGE_THREADS);
-    if threads <= 1 {
-        return jobs.iter().map(|(_, tx, temp)| stage(tx, temp)).collect();
     }
-    let chunk = jobs.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|(_, tx, temp)| stage(tx, temp))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(jobs.chunks(chunk))
-            .flat_map(|(h, part)| {
-                h.join().unwrap_or_else(|_| {
-                    part.iter()
-                        .map(|(_, _, temp)| {
-                            Err(StorageError::io(
-                                "stage temp payload",
-                                temp,
-                                std::io::Error::other("staging thread panicked"),
-                            ))
-                        })
-                        .collect()
-                })
-            })
-            .collect()
-    })
+    results
 }
 
 fn remove_temps(fs: &dyn crate::fs::FileSystem, staged: &[Staged]) {
