@@ -16,12 +16,14 @@
 //! - [`fs`]: the narrow [`FileSystem`] trait and the real implementation.
 //! - [`lock`]: the cross-process store lock.
 //! - [`error`]: [`StorageError`], the one error type.
+//! - [`cli`]: the `poh-storage` command line (the binary is a thin wrapper around it).
 //!
 //! # What it is not
 //! Not a database: no queries beyond by-id, by-id-order paging and by-age expiry. Not safe
 //! to share with the prototype's own writers at the same moment (they ignore the store
 //! lock); the prototype may read a store of ours, and its stores open with ours.
 
+pub mod cli;
 pub mod error;
 pub mod fs;
 pub mod lock;
@@ -35,5 +37,5 @@ pub use error::{Result, StorageError};
 pub use fs::{FileSystem, RealFs};
 pub use manager::{OpenOptions, Page, StorageManager};
 pub use meta::{MetaBackend, MetaRow, MetaStore, SqliteBackend, Stats};
-pub use recover::{Finding, ProblemKind, RecoverReport};
 pub use poh_types::{Limits, Tx, TxId};
+pub use recover::{Finding, ProblemKind, RecoverReport};
