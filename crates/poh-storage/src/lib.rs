@@ -37,5 +37,5 @@ pub use error::{Result, StorageError};
 pub use fs::{FileSystem, RealFs};
 pub use manager::{OpenOptions, Page, StorageManager};
 pub use meta::{MetaBackend, MetaRow, MetaStore, SqliteBackend, Stats};
-pub use poh_types::{Limits, Tx, TxId};
 pub use recover::{Finding, ProblemKind, RecoverReport};
+pub use poh_types::{Limits, Tx, TxId};
