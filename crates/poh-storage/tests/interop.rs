@@ -106,15 +106,15 @@ impl Proto {
         String::from_utf8(self.run(cmd, &extra).stdout).expect("utf-8")
     }
 
-    fn save(&self, json: &str) {
+    fn save(&self, id: &str, ts: f64, payload: &[u8]) {
+        // The prototype never checked holder_id, and dropped it.
+        let json = format!(
+            r#"{{"tx_id": "{id}", "holder_id": "lost-on-save", "timestamp": {ts}, "payload": "{}"}}"#,
+            b64(payload)
+        );
         assert_eq!(
-            self.stdout("save", &["--tx", json]),
-            format!(
-                "Saved {}\n",
-                serde_json::from_str::<serde_json::Value>(json).unwrap()["tx_id"]
-                    .as_str()
-                    .unwrap()
-            )
+            self.stdout("save", &["--tx", &json]),
+            format!("Saved {id}\n")
         );
     }
 
@@ -123,7 +123,8 @@ impl Proto {
     }
 
     fn ids(&self, cmd: &str) -> Vec<String> {
-        let mut ids: Vec<String> = serde_json::from_str(&self.stdout(cmd, &[])).unwrap();
+        let mut ids: Vec<String> =
+            serde_json::from_str(&self.stdout(cmd, &[])).expect("a JSON array of ids");
         ids.sort();
         ids
     }
@@ -144,7 +145,7 @@ impl Proto {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice(&out.stdout).expect("a JSON array of names")
     }
 }
 
@@ -153,22 +154,14 @@ fn field(json: &str, name: &str) -> serde_json::Value {
     v[name].clone()
 }
 
-/// A tx in the form the prototype accepts (it never checked holder_id).
-fn proto_tx(id: &str, ts: f64, payload: &[u8]) -> String {
-    format!(
-        r#"{{"tx_id": "{id}", "holder_id": "lost-on-save", "timestamp": {ts}, "payload": "{}"}}"#,
-        b64(payload)
-    )
-}
-
 #[test]
 fn prototype_store_opens_in_ours_and_stays_usable_by_the_prototype() {
     let Some(seedref) = seedref() else { return };
     let s = Scratch::new();
     let proto = Proto::new(seedref, &s);
     let binary: Vec<u8> = (0..=255u8).rev().collect();
-    proto.save(&proto_tx("p1", 1_700_000_000.5, b"hello"));
-    proto.save(&proto_tx("p2", 1_700_000_001.0, &binary));
+    proto.save("p1", 1_700_000_000.5, b"hello");
+    proto.save("p2", 1_700_000_001.0, &binary);
     assert_eq!(proto.columns(), ["tx_id", "storage_hash", "timestamp"]);
     let proto_p1 = proto.load("p1");
 
@@ -197,7 +190,7 @@ fn prototype_store_opens_in_ours_and_stays_usable_by_the_prototype() {
 
     // The prototype still saves (its INSERT OR REPLACE of three columns) and loads
     // both its own txs and ours.
-    proto.save(&proto_tx("p3", 1_700_000_003.25, b"after migration"));
+    proto.save("p3", 1_700_000_003.25, b"after migration");
     assert_eq!(field(&proto.load("p1"), "payload"), b64(b"hello"));
     let p3 = proto.load("p3");
     assert_eq!(field(&p3, "payload"), b64(b"after migration"));
@@ -207,11 +200,7 @@ fn prototype_store_opens_in_ours_and_stays_usable_by_the_prototype() {
     assert_eq!(field(&q1, "timestamp"), 1_700_000_002.0);
     assert_eq!(proto.ids("list"), ["p1", "p2", "p3", "q1"]);
     // A re-save by the prototype of one of ours replaces it.
-    proto.save(&proto_tx(
-        "q1",
-        1_700_000_004.0,
-        b"replaced by the prototype",
-    ));
+    proto.save("q1", 1_700_000_004.0, b"replaced by the prototype");
 
     // And ours reads what the prototype wrote after the migration.
     let p3_ours = s.ok(&["load", "--tx-id", "p3"]);
