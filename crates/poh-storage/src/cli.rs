@@ -359,6 +359,22 @@ impl Rt {
     }
 }
 
+/// Opens the store, runs `f`, and closes the store whatever `f` returned, so its writes
+/// are finished and its database closed cleanly (no WAL file left behind) before exit.
+fn with_store<T>(
+    opts: &StoreOpts,
+    create: bool,
+    f: impl FnOnce(&Rt, &StorageManager) -> Result<T>,
+) -> Result<T> {
+    let rt = Rt::new()?;
+    let sm = rt.open(opts, create)?;
+    let res = f(&rt, &sm);
+    let closed = rt.close(&sm);
+    let value = res?;
+    closed?;
+    Ok(value)
+}
+
 fn run_with<W: Write>(cli: Cli, out: &mut Out<W>) -> Result<()> {
     let opts = cli.store;
     match cli.command {
@@ -375,9 +391,7 @@ fn run_with<W: Write>(cli: Cli, out: &mut Out<W>) -> Result<()> {
 }
 
 fn cmd_init<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    let rt = Rt::new()?;
-    let sm = rt.open(opts, true)?;
-    rt.close(&sm)?;
+    with_store(opts, true, |_, _| Ok(()))?;
     if opts.json {
         out.line(&json_obj(&[
             ("initialized", serde_json::Value::Bool(true)),
@@ -405,11 +419,10 @@ fn cmd_save<W: Write>(opts: &StoreOpts, json: &str, out: &mut Out<W>) -> Result<
     // Parse and validate before opening: bad input never touches the store.
     let tx = Tx::from_json(json, &opts.limits()).context("invalid --tx")?;
     let id = tx.tx_id.to_string();
-    let rt = Rt::new()?;
-    let sm = rt.open(opts, true)?;
-    rt.call(sm.save(tx))
-        .with_context(|| format!("cannot save tx {id}"))?;
-    rt.close(&sm)?;
+    with_store(opts, true, |rt, sm| {
+        rt.call(sm.save(tx))
+            .with_context(|| format!("cannot save tx {id}"))
+    })?;
     if opts.json {
         out.line(&json_obj(&[("saved", serde_json::Value::String(id))]))
     } else {
@@ -423,13 +436,11 @@ fn cmd_load<W: Write>(
     file: Option<&Path>,
     out: &mut Out<W>,
 ) -> Result<()> {
-    let rt = Rt::new()?;
-    let sm = rt.open(opts, false)?;
-    let tx = rt
-        .call(sm.load(id))
-        .with_context(|| format!("cannot load tx {id}"))?
-        .ok_or_else(|| TxNotFound(id.to_string()))?;
-    rt.close(&sm)?;
+    let tx = with_store(opts, false, |rt, sm| {
+        rt.call(sm.load(id))
+            .with_context(|| format!("cannot load tx {id}"))
+    })?
+    .ok_or_else(|| TxNotFound(id.to_string()))?;
     match file {
         Some(path) => {
             write_file_atomically(path, &tx.payload)?;
@@ -446,12 +457,10 @@ fn cmd_load<W: Write>(
 }
 
 fn cmd_delete<W: Write>(opts: &StoreOpts, id: &TxId, out: &mut Out<W>) -> Result<()> {
-    let rt = Rt::new()?;
-    let sm = rt.open(opts, false)?;
-    let existed = rt
-        .call(sm.delete(id))
-        .with_context(|| format!("cannot delete tx {id}"))?;
-    rt.close(&sm)?;
+    let existed = with_store(opts, false, |rt, sm| {
+        rt.call(sm.delete(id))
+            .with_context(|| format!("cannot delete tx {id}"))
+    })?;
     if !existed {
         return Err(TxNotFound(id.to_string()).into());
     }
@@ -466,44 +475,41 @@ fn cmd_delete<W: Write>(opts: &StoreOpts, id: &TxId, out: &mut Out<W>) -> Result
 }
 
 fn cmd_list<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    let rt = Rt::new()?;
-    let sm = rt.open(opts, false)?;
-    out.put("[")?;
-    let mut after: Option<String> = None;
-    let mut first = true;
-    loop {
-        let page = rt
-            .call(sm.list_page(after.take(), LIST_PAGE))
-            .context("cannot list txs")?;
-        for row in &page.rows {
-            if !first {
-                out.put(", ")?;
+    with_store(opts, false, |rt, sm| {
+        out.put("[")?;
+        let mut after: Option<String> = None;
+        let mut first = true;
+        loop {
+            let page = rt
+                .call(sm.list_page(after.take(), LIST_PAGE))
+                .context("cannot list txs")?;
+            for row in &page.rows {
+                if !first {
+                    out.put(", ")?;
+                }
+                first = false;
+                out.put(&py_json_str(&row.tx_id))?;
             }
-            first = false;
-            out.put(&py_json_str(&row.tx_id))?;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
         }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-    out.line("]")?;
-    rt.close(&sm)
+        out.line("]")
+    })
 }
 
 fn cmd_recover<W: Write>(opts: &StoreOpts, dry_run: bool, out: &mut Out<W>) -> Result<()> {
-    let rt = Rt::new()?;
-    let sm = rt.open(opts, false)?;
-    let report = rt.call(sm.recover(dry_run)).context("recover failed")?;
-    rt.close(&sm)?;
+    let report = with_store(opts, false, |rt, sm| {
+        rt.call(sm.recover(dry_run)).context("recover failed")
+    })?;
     out.line(&to_json(&report)?)
 }
 
 fn cmd_verify<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    let rt = Rt::new()?;
-    let sm = rt.open(opts, false)?;
-    let report = rt.call(sm.verify()).context("verify failed")?;
-    rt.close(&sm)?;
+    let report = with_store(opts, false, |rt, sm| {
+        rt.call(sm.verify()).context("verify failed")
+    })?;
     let problems = report.findings.len() + report.rolled_forward.len() + report.temps_removed.len();
     if opts.json {
         out.line(&to_json(&report)?)?;
@@ -543,10 +549,9 @@ fn verify_text(r: &RecoverReport) -> String {
 }
 
 fn cmd_stats<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    let rt = Rt::new()?;
-    let sm = rt.open(opts, false)?;
-    let stats = rt.call(sm.stats()).context("cannot read stats")?;
-    rt.close(&sm)?;
+    let stats = with_store(opts, false, |rt, sm| {
+        rt.call(sm.stats()).context("cannot read stats")
+    })?;
     if opts.json {
         out.line(&to_json(&stats)?)
     } else {
@@ -589,14 +594,6 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// Counters of one import.
-#[derive(Default)]
-struct ImportState {
-    saved: u64,
-    batches: u64,
-    lines: u64,
-}
-
 fn cmd_import<W: Write>(opts: &StoreOpts, args: &ImportArgs, out: &mut Out<W>) -> Result<()> {
     let (source, mut reader, total): (Source, Box<dyn BufRead>, Option<u64>) =
         match args.file.as_deref() {
@@ -613,22 +610,35 @@ fn cmd_import<W: Write>(opts: &StoreOpts, args: &ImportArgs, out: &mut Out<W>) -
                 )
             }
         };
-    let progress = progress_bar(total);
-    let mut st = ImportState::default();
-    let res = import_lines(opts, args, &source, &mut *reader, &progress, &mut st, out);
-    progress.finish_and_clear();
+    let mut imp = Importer {
+        opts,
+        args,
+        progress: progress_bar(total),
+        store: None,
+        batch: Vec::with_capacity((args.batch_size as usize).min(4096)),
+        batch_bytes: 0,
+        saved: 0,
+        batches: 0,
+        lines: 0,
+    };
+    let mut res = imp.read_all(&source, &mut *reader, out);
+    if let Some((rt, sm)) = imp.store.take() {
+        let closed = rt.close(&sm);
+        res = res.and(closed);
+    }
+    imp.progress.finish_and_clear();
     // The summary goes to stderr when stdout carries the acknowledged ids.
     let summary = if opts.json {
         json_obj(&[
-            ("imported", st.saved.into()),
-            ("batches", st.batches.into()),
-            ("lines", st.lines.into()),
+            ("imported", imp.saved.into()),
+            ("batches", imp.batches.into()),
+            ("lines", imp.lines.into()),
             ("source", source.to_string().into()),
         ])
     } else {
         format!(
             "Imported {} tx(s) from {source} in {} batch(es)",
-            st.saved, st.batches
+            imp.saved, imp.batches
         )
     };
     match res {
@@ -639,7 +649,7 @@ fn cmd_import<W: Write>(opts: &StoreOpts, args: &ImportArgs, out: &mut Out<W>) -
         Ok(()) => out.line(&summary),
         Err(e) => Err(e.context(format!(
             "import from {source} stopped; the {} tx(s) before the error were saved",
-            st.saved
+            imp.saved
         ))),
     }
 }
@@ -664,112 +674,110 @@ fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
     pb
 }
 
-fn import_lines<W: Write>(
-    opts: &StoreOpts,
-    args: &ImportArgs,
-    source: &Source,
-    reader: &mut dyn BufRead,
-    progress: &indicatif::ProgressBar,
-    st: &mut ImportState,
-    out: &mut Out<W>,
-) -> Result<()> {
-    let limits = opts.limits();
-    let batch_size = args.batch_size as usize;
-    // Opened on the first full batch, so input that is bad from its first line leaves the
-    // store untouched (not even created).
-    let mut store: Option<(Rt, StorageManager)> = None;
-    let mut batch: Vec<Tx> = Vec::with_capacity(batch_size.min(4096));
-    let mut batch_bytes = 0usize;
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .with_context(|| format!("cannot read {source} at line {}", st.lines + 1))?;
-        if n == 0 {
-            break;
-        }
-        st.lines += 1;
-        progress.inc(n as u64);
-        let line_no = st.lines;
-        let parsed = std::str::from_utf8(&buf)
-            .map_err(|e| anyhow::Error::new(BadInput(format!("not UTF-8: {e}"))))
-            .and_then(|text| {
-                if text.trim().is_empty() {
-                    Ok(None)
-                } else {
-                    Tx::from_json(text, &limits)
-                        .map(Some)
-                        .map_err(anyhow::Error::new)
-                }
-            });
-        let tx = match parsed {
-            Ok(Some(tx)) => tx,
-            Ok(None) => continue,
-            Err(e) => {
-                // Everything before the bad line is valid: save it, then stop.
-                flush_batch(opts, args, &mut store, &mut batch, st, out)?;
-                return Err(e.context(format!("{source} line {line_no}")));
-            }
-        };
-        batch_bytes += tx.payload.len();
-        batch.push(tx);
-        if batch.len() >= batch_size || batch_bytes >= IMPORT_BATCH_BYTES {
-            flush_batch(opts, args, &mut store, &mut batch, st, out)?;
-            batch_bytes = 0;
-            progress.set_message(format!("{} txs", st.saved));
-        }
-    }
-    flush_batch(opts, args, &mut store, &mut batch, st, out)?;
-    if let Some((rt, sm)) = store {
-        rt.close(&sm)?;
-    }
-    Ok(())
+/// One import: the pending batch, the store (opened on the first batch, so input that
+/// is bad from its first line leaves the store untouched, not even created) and counters.
+struct Importer<'a> {
+    opts: &'a StoreOpts,
+    args: &'a ImportArgs,
+    progress: indicatif::ProgressBar,
+    store: Option<(Rt, StorageManager)>,
+    batch: Vec<Tx>,
+    batch_bytes: usize,
+    saved: u64,
+    batches: u64,
+    lines: u64,
 }
 
-/// Saves `batch` in one durable commit; then, with `--print-acked`, prints its ids.
-fn flush_batch<W: Write>(
-    opts: &StoreOpts,
-    args: &ImportArgs,
-    store: &mut Option<(Rt, StorageManager)>,
-    batch: &mut Vec<Tx>,
-    st: &mut ImportState,
-    out: &mut Out<W>,
-) -> Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    if store.is_none() {
-        let rt = Rt::new()?;
-        let sm = rt.open(opts, true)?;
-        *store = Some((rt, sm));
-    }
-    let Some((rt, sm)) = store.as_ref() else {
-        return Err(anyhow!("store not open"));
-    };
-    let txs = std::mem::take(batch);
-    let ids: Vec<String> = if args.print_acked {
-        txs.iter().map(|t| t.tx_id.to_string()).collect()
-    } else {
-        Vec::new()
-    };
-    let n = txs.len() as u64;
-    let last_line = st.lines;
-    rt.call(sm.save_batch(txs))
-        .with_context(|| format!("cannot save the batch ending at line {last_line}"))?;
-    st.saved += n;
-    st.batches += 1;
-    if args.print_acked {
-        // A reader that went away is a failure here: the ids are the point.
-        let ack = |e: anyhow::Error| {
-            anyhow!("cannot print acknowledged ids: {e:#} (their batch was saved)")
-        };
-        for id in &ids {
-            out.line(id).map_err(ack)?;
+impl Importer<'_> {
+    fn read_all<W: Write>(
+        &mut self,
+        source: &Source,
+        reader: &mut dyn BufRead,
+        out: &mut Out<W>,
+    ) -> Result<()> {
+        let limits = self.opts.limits();
+        let batch_size = self.args.batch_size as usize;
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .with_context(|| format!("cannot read {source} at line {}", self.lines + 1))?;
+            if n == 0 {
+                break;
+            }
+            self.lines += 1;
+            self.progress.inc(n as u64);
+            let parsed = std::str::from_utf8(&buf)
+                .map_err(|e| anyhow::Error::new(BadInput(format!("not UTF-8: {e}"))))
+                .and_then(|text| {
+                    if text.trim().is_empty() {
+                        Ok(None)
+                    } else {
+                        Tx::from_json(text, &limits)
+                            .map(Some)
+                            .map_err(anyhow::Error::new)
+                    }
+                });
+            let tx = match parsed {
+                Ok(Some(tx)) => tx,
+                Ok(None) => continue,
+                Err(e) => {
+                    // Everything before the bad line is valid: save it, then stop.
+                    let line = self.lines;
+                    self.flush(out)?;
+                    return Err(e.context(format!("{source} line {line}")));
+                }
+            };
+            self.batch_bytes += tx.payload.len();
+            self.batch.push(tx);
+            if self.batch.len() >= batch_size || self.batch_bytes >= IMPORT_BATCH_BYTES {
+                self.flush(out)?;
+                self.progress.set_message(format!("{} txs", self.saved));
+            }
         }
-        out.flush().map_err(ack)?;
+        self.flush(out)
     }
-    Ok(())
+
+    /// Saves the pending batch in one durable commit; then, with `--print-acked`, prints
+    /// its ids and flushes stdout.
+    fn flush<W: Write>(&mut self, out: &mut Out<W>) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        if self.store.is_none() {
+            let rt = Rt::new()?;
+            let sm = rt.open(self.opts, true)?;
+            self.store = Some((rt, sm));
+        }
+        let Some((rt, sm)) = self.store.as_ref() else {
+            return Err(anyhow!("store not open"));
+        };
+        let txs = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let ids: Vec<String> = if self.args.print_acked {
+            txs.iter().map(|t| t.tx_id.to_string()).collect()
+        } else {
+            Vec::new()
+        };
+        let n = txs.len() as u64;
+        let last_line = self.lines;
+        rt.call(sm.save_batch(txs))
+            .with_context(|| format!("cannot save the batch ending at line {last_line}"))?;
+        self.saved += n;
+        self.batches += 1;
+        if self.args.print_acked {
+            // A reader that went away is a failure here: the ids are the point.
+            let ack = |e: anyhow::Error| {
+                anyhow!("cannot print acknowledged ids: {e:#} (their batch was saved)")
+            };
+            for id in &ids {
+                out.line(id).map_err(ack)?;
+            }
+            out.flush().map_err(ack)?;
+        }
+        Ok(())
+    }
 }
 
 /// Writes `data` to `path` through a temp file in the same directory and a rename, so

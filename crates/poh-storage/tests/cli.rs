@@ -5,7 +5,7 @@
 #[path = "common/cli.rs"]
 mod cli_support;
 
-use cli_support::{Scratch, b64, snapshot, tx_json};
+use cli_support::{Scratch, assert_same_files, b64, snapshot, tx_json};
 use predicates::prelude::*;
 
 // ---------------------------------------------------------------- happy paths
@@ -254,7 +254,7 @@ fn recover_prints_a_json_report_and_quarantines_corrupt_payloads() {
     let dry: serde_json::Value = serde_json::from_str(&s.ok(&["recover", "--dry-run"])).unwrap();
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["findings"].as_array().unwrap().len(), 2, "{dry}");
-    assert_eq!(s.snapshot(), before, "--dry-run changes nothing");
+    assert_same_files(&before, &s.snapshot(), "recover --dry-run");
 
     let rep: serde_json::Value = serde_json::from_str(&s.ok(&["recover"])).unwrap();
     assert_eq!(rep["dry_run"], false);
@@ -385,7 +385,7 @@ fn max_payload_limits_save_and_import() {
         .write_stdin(tx_json("big", 1.0, b"12345"))
         .assert()
         .code(2);
-    assert_eq!(s.snapshot(), before);
+    assert_same_files(&before, &s.snapshot(), "a read or a rejected import");
     s.ok(&[
         "save",
         "--max-payload",
@@ -493,7 +493,7 @@ fn bad_input_exits_2_and_leaves_the_store_unchanged() {
             .code(2)
             .stdout("")
             .stderr(predicate::str::contains(*word));
-        assert_eq!(s.snapshot(), before, "save --tx {tx} changed the store");
+        assert_same_files(&before, &s.snapshot(), &format!("save --tx {tx}"));
     }
     for args in [
         ["load", "--tx-id", "../x"],
@@ -507,7 +507,7 @@ fn bad_input_exits_2_and_leaves_the_store_unchanged() {
             .assert()
             .code(2)
             .stderr(predicate::str::contains("tx_id"));
-        assert_eq!(s.snapshot(), before, "{args:?} changed the store");
+        assert_same_files(&before, &s.snapshot(), &format!("{args:?}"));
     }
     // the same on a missing store: nothing is created
     let empty = Scratch::new();
@@ -522,7 +522,7 @@ fn bad_input_exits_2_and_leaves_the_store_unchanged() {
 }
 
 #[test]
-fn reads_do_not_change_the_store() {
+fn reads_and_misses_do_not_change_the_store() {
     let s = Scratch::new();
     s.save("a", 1.0, b"x");
     let before = s.snapshot();
@@ -531,7 +531,8 @@ fn reads_do_not_change_the_store() {
     s.ok(&["stats"]);
     s.ok(&["verify"]);
     s.cmd().args(["load", "--tx-id", "zzz"]).assert().code(3);
-    assert_eq!(s.snapshot(), before);
+    s.cmd().args(["delete", "--tx-id", "zzz"]).assert().code(3);
+    assert_same_files(&before, &s.snapshot(), "a read");
 }
 
 #[test]
@@ -587,7 +588,7 @@ fn verify_on_a_corrupted_store_exits_4_and_lists_the_tx() {
         .collect();
     ids.sort();
     assert_eq!(ids, ["bad1", "gone1"]);
-    assert_eq!(s.snapshot(), before, "verify repairs nothing");
+    assert_same_files(&before, &s.snapshot(), "verify");
 }
 
 #[test]

@@ -106,3 +106,28 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
     }
     out
 }
+
+/// Asserts two snapshots are equal, naming the paths that differ.
+pub fn assert_same_files(
+    before: &BTreeMap<PathBuf, Option<Vec<u8>>>,
+    after: &BTreeMap<PathBuf, Option<Vec<u8>>>,
+    what: &str,
+) {
+    let differ: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| {
+            let size = |m: &BTreeMap<PathBuf, Option<Vec<u8>>>| {
+                m.get(k)
+                    .map(|v| {
+                        v.as_ref()
+                            .map_or("dir".to_owned(), |b| format!("{} bytes", b.len()))
+                    })
+                    .unwrap_or_else(|| "absent".to_owned())
+            };
+            format!("{} ({} -> {})", k.display(), size(before), size(after))
+        })
+        .collect();
+    assert!(differ.is_empty(), "{what} changed the store: {differ:?}");
+}
