@@ -18,6 +18,7 @@
 //!   I/O errors, for testing the durability promise.
 //! - [`lock`]: the cross-process store lock.
 //! - [`error`]: [`StorageError`], the one error type.
+//! - [`cli`]: the `poh-storage` command line (the binary is a thin wrapper around it).
 //!
 //! # What it is not
 //! Not a database: no queries beyond by-id, by-id-order paging and by-age expiry. Not safe
@@ -26,6 +27,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod cli;
 pub mod error;
 pub mod fs;
 pub mod lock;
