@@ -335,10 +335,11 @@ impl Rt {
         self.0.block_on(f)
     }
 
-    fn open(&self, opts: &StoreOpts, create: bool) -> Result<StorageManager> {
+    fn open(&self, opts: &StoreOpts, access: Access) -> Result<StorageManager> {
         let db = opts.db_path();
         let o = OpenOptions {
-            create,
+            create: access == Access::Create,
+            repair: access != Access::Inspect,
             limits: opts.limits(),
             ..OpenOptions::default()
         };
@@ -361,13 +362,24 @@ impl Rt {
 
 /// Opens the store, runs `f`, and closes the store whatever `f` returned, so its writes
 /// are finished and its database closed cleanly (no WAL file left behind) before exit.
+/// How a command opens the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Create it if missing (init, save, import).
+    Create,
+    /// It must exist; interrupted saves are finished on open.
+    Existing,
+    /// It must exist and its files are left exactly as found (verify, recover --dry-run).
+    Inspect,
+}
+
 fn with_store<T>(
     opts: &StoreOpts,
-    create: bool,
+    access: Access,
     f: impl FnOnce(&Rt, &StorageManager) -> Result<T>,
 ) -> Result<T> {
     let rt = Rt::new()?;
-    let sm = rt.open(opts, create)?;
+    let sm = rt.open(opts, access)?;
     let res = f(&rt, &sm);
     let closed = rt.close(&sm);
     let value = res?;
@@ -391,7 +403,7 @@ fn run_with<W: Write>(cli: Cli, out: &mut Out<W>) -> Result<()> {
 }
 
 fn cmd_init<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    with_store(opts, true, |_, _| Ok(()))?;
+    with_store(opts, Access::Create, |_, _| Ok(()))?;
     if opts.json {
         out.line(&json_obj(&[
             ("initialized", serde_json::Value::Bool(true)),
@@ -419,7 +431,7 @@ fn cmd_save<W: Write>(opts: &StoreOpts, json: &str, out: &mut Out<W>) -> Result<
     // Parse and validate before opening: bad input never touches the store.
     let tx = Tx::from_json(json, &opts.limits()).context("invalid --tx")?;
     let id = tx.tx_id.to_string();
-    with_store(opts, true, |rt, sm| {
+    with_store(opts, Access::Create, |rt, sm| {
         rt.call(sm.save(tx))
             .with_context(|| format!("cannot save tx {id}"))
     })?;
@@ -436,7 +448,7 @@ fn cmd_load<W: Write>(
     file: Option<&Path>,
     out: &mut Out<W>,
 ) -> Result<()> {
-    let tx = with_store(opts, false, |rt, sm| {
+    let tx = with_store(opts, Access::Existing, |rt, sm| {
         rt.call(sm.load(id))
             .with_context(|| format!("cannot load tx {id}"))
     })?
@@ -457,7 +469,7 @@ fn cmd_load<W: Write>(
 }
 
 fn cmd_delete<W: Write>(opts: &StoreOpts, id: &TxId, out: &mut Out<W>) -> Result<()> {
-    let existed = with_store(opts, false, |rt, sm| {
+    let existed = with_store(opts, Access::Existing, |rt, sm| {
         rt.call(sm.delete(id))
             .with_context(|| format!("cannot delete tx {id}"))
     })?;
@@ -475,7 +487,7 @@ fn cmd_delete<W: Write>(opts: &StoreOpts, id: &TxId, out: &mut Out<W>) -> Result
 }
 
 fn cmd_list<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    with_store(opts, false, |rt, sm| {
+    with_store(opts, Access::Existing, |rt, sm| {
         out.put("[")?;
         let mut after: Option<String> = None;
         let mut first = true;
@@ -500,14 +512,19 @@ fn cmd_list<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
 }
 
 fn cmd_recover<W: Write>(opts: &StoreOpts, dry_run: bool, out: &mut Out<W>) -> Result<()> {
-    let report = with_store(opts, false, |rt, sm| {
+    let access = if dry_run {
+        Access::Inspect
+    } else {
+        Access::Existing
+    };
+    let report = with_store(opts, access, |rt, sm| {
         rt.call(sm.recover(dry_run)).context("recover failed")
     })?;
     out.line(&to_json(&report)?)
 }
 
 fn cmd_verify<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    let report = with_store(opts, false, |rt, sm| {
+    let report = with_store(opts, Access::Inspect, |rt, sm| {
         rt.call(sm.verify()).context("verify failed")
     })?;
     let problems = report.findings.len() + report.rolled_forward.len() + report.temps_removed.len();
@@ -549,7 +566,7 @@ fn verify_text(r: &RecoverReport) -> String {
 }
 
 fn cmd_stats<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    let stats = with_store(opts, false, |rt, sm| {
+    let stats = with_store(opts, Access::Existing, |rt, sm| {
         rt.call(sm.stats()).context("cannot read stats")
     })?;
     if opts.json {
@@ -747,7 +764,7 @@ impl Importer<'_> {
         }
         if self.store.is_none() {
             let rt = Rt::new()?;
-            let sm = rt.open(self.opts, true)?;
+            let sm = rt.open(self.opts, Access::Create)?;
             self.store = Some((rt, sm));
         }
         let Some((rt, sm)) = self.store.as_ref() else {

@@ -25,6 +25,10 @@ const MAX_IDLE_READERS: usize = 8;
 pub struct OpenOptions {
     /// Create the base directory and database if missing (default true).
     pub create: bool,
+    /// Finish or discard the temp files of saves a crash interrupted, at open (default
+    /// true). Turn off to inspect a store exactly as found (`verify`); the writes of such a
+    /// handle still work, and `recover` does the same repair.
+    pub repair: bool,
     /// Input limits applied to saves.
     pub limits: Limits,
     /// The file system payloads live on (tests substitute a simulated one).
@@ -37,6 +41,7 @@ impl Default for OpenOptions {
     fn default() -> Self {
         Self {
             create: true,
+            repair: true,
             limits: Limits::default(),
             fs: Arc::new(RealFs),
             meta: None,
@@ -48,6 +53,7 @@ impl std::fmt::Debug for OpenOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenOptions")
             .field("create", &self.create)
+            .field("repair", &self.repair)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
@@ -77,6 +83,22 @@ struct Inner {
     payloads: PayloadStore,
     limits: Limits,
     poison: Poison,
+}
+
+impl Drop for Inner {
+    /// Dropping the last handle without `close()` still finishes queued writes and closes
+    /// the database (so SQLite checkpoints and removes its WAL), blocking briefly.
+    fn drop(&mut self) {
+        drop(self.tx.get_mut().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(t) = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for StorageManager {
@@ -146,7 +168,7 @@ impl StorageManager {
         };
         let mut meta = backend.open_writer()?;
         let lock = StoreLock::open(&base)?;
-        {
+        if opts.repair {
             let _guard = lock.exclusive()?;
             let report = recover::repair_temps(&payloads, &mut *meta, false);
             if !report.rolled_forward.is_empty() || !report.temps_removed.is_empty() {

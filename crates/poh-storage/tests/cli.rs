@@ -783,3 +783,30 @@ fn import_repeats_of_an_id_keep_the_last() {
     assert_eq!(v["payload"], b64(b"second"));
     s.ok(&["verify"]);
 }
+
+#[test]
+fn verify_leaves_an_interrupted_save_as_found_and_recover_finishes_it() {
+    let s = Scratch::new();
+    s.save("t1", 1.0, b"old payload");
+    // What a crash after the commit point leaves: the row names the new payload, which
+    // is still in .tmp/, while t1.bin holds the old one.
+    s.save("t1", 2.0, b"new payload");
+    let base = s.base();
+    std::fs::write(base.join(".tmp/t1.999-0.tmp"), b"new payload").unwrap();
+    std::fs::write(base.join("t1.bin"), b"old payload").unwrap();
+    let before = s.snapshot();
+
+    let out = s.cmd().args(["verify", "--json"]).assert().code(4);
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["rolled_forward"], serde_json::json!(["t1"]), "{v}");
+    assert_eq!(v["findings"], serde_json::json!([]), "{v}");
+    s.cmd().args(["recover", "--dry-run"]).assert().success();
+    assert_same_files(&before, &s.snapshot(), "verify and recover --dry-run");
+
+    s.ok(&["recover"]);
+    s.ok(&["verify"]);
+    let loaded: serde_json::Value =
+        serde_json::from_str(&s.ok(&["load", "--tx-id", "t1"])).unwrap();
+    assert_eq!(loaded["payload"], b64(b"new payload"));
+    assert!(!base.join(".tmp/t1.999-0.tmp").exists());
+}
