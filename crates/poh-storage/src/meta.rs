@@ -82,6 +82,8 @@ pub trait MetaStore: Send {
         after: Option<(f64, &str)>,
         limit: usize,
     ) -> Result<Vec<MetaRow>>;
+    /// Those of `ids` that have no row (one query for the lot).
+    fn without_row(&mut self, ids: &[&str]) -> Result<Vec<String>>;
     /// Up to `limit` rows with `tx_id > after`, in id order.
     fn page(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<MetaRow>>;
     /// Aggregate figures.
@@ -446,6 +448,29 @@ impl MetaStore for SqliteMeta {
             params![cutoff(now, ttl), now, ttl, ats, aid, limit],
             "find expired rows",
         )
+    }
+
+    fn without_row(&mut self, ids: &[&str]) -> Result<Vec<String>> {
+        let what = "look up payload ids";
+        let list = serde_json::to_string(ids).map_err(|e| StorageError::Meta {
+            what: what.into(),
+            path: self.path.clone(),
+            source: Box::new(e),
+        })?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT j.value FROM json_each(?1) AS j
+                 WHERE NOT EXISTS (SELECT 1 FROM txs WHERE tx_id = j.value)",
+            )
+            .map_err(|e| self.err(what, e))?;
+        stmt.query_map([list], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| StorageError::Meta {
+                what: what.into(),
+                path: self.path.clone(),
+                source: Box::new(e),
+            })
     }
 
     fn page(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<MetaRow>> {

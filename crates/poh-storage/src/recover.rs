@@ -390,12 +390,13 @@ fn check_files(
     batch: Vec<(TxId, EntryKind)>,
 ) -> Result<()> {
     report.files_checked += batch.len() as u64;
-    let mut orphans = Vec::new();
-    for (id, kind) in batch {
-        if reader.get(id.as_str())?.is_none() {
-            orphans.push((id, kind));
-        }
-    }
+    let names: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
+    let unknown: std::collections::HashSet<String> =
+        reader.without_row(&names)?.into_iter().collect();
+    let orphans: Vec<(TxId, EntryKind)> = batch
+        .into_iter()
+        .filter(|(id, _)| unknown.contains(id.as_str()))
+        .collect();
     if orphans.is_empty() {
         return Ok(());
     }
