@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use poh_storage::{StorageManager, Tx, TxId};
+use poh_ttl::{ManualClock, ScanMode, TtlManager};
 use serde::Serialize;
 
 /// Benchmark poh-storage against this machine's own limits.
@@ -424,16 +425,17 @@ async fn run_n(args: &Args, root: &Path, n: usize, limits: &Limits) -> Result<Ve
     }
     rows.push(p.end(n, "list", listed, None, "pages of 1000"));
 
-    // 6. TTL scan, nothing expired (median of 50)
+    // 6. TTL pass with nothing expired (median of 50), through poh-ttl as the daemon runs it
     let now = T0 + 2e7;
-    let ttl_none = now - T0 + 1.0;
+    let clock = ManualClock::new(now);
+    let ttl_none = TtlManager::from_secs_f64(sm.clone(), now - T0 + 1.0)?.with_clock(clock.clone());
     let mut times = Vec::new();
     reset_peak_rss();
     for _ in 0..50 {
         let t = Instant::now();
-        let gone = sm.delete_expired(now, ttl_none, 1000).await?;
+        let pass = ttl_none.scan_summary(ScanMode::Delete).await?;
         times.push(t.elapsed());
-        anyhow::ensure!(gone.is_empty(), "nothing should expire");
+        anyhow::ensure!(pass.count == 0, "nothing should expire");
     }
     let med = median(times);
     rows.push(Row {
@@ -444,32 +446,26 @@ async fn run_n(args: &Args, root: &Path, n: usize, limits: &Limits) -> Result<Ve
         ops_per_s: 1.0 / med.as_secs_f64().max(1e-9),
         peak_rss_mib: peak_rss_mib(),
         limit_ops_per_s: None,
-        note: "median of 50 scans".into(),
+        note: "median of 50 passes".into(),
     });
     eprintln!(
         "  ttl scan (none expired) {:.3} ms",
         med.as_secs_f64() * 1e3
     );
 
-    // 7. TTL scan expiring 10 % of the store (the oldest batched txs)
+    // 7. TTL pass expiring 10 % of the store (the oldest batched txs)
     let stored = sm.stats().await?.count as usize;
     let cutoff_i = (stored / 10).min(n);
-    let ttl_10 = now - (T0 + cutoff_i as f64) - 0.5;
+    let ttl_10 = TtlManager::from_secs_f64(sm.clone(), now - (T0 + cutoff_i as f64) - 0.5)?
+        .with_clock(clock);
     let p = Phase::start();
-    let mut expired = 0u64;
-    loop {
-        let gone = sm.delete_expired(now, ttl_10, 1000).await?;
-        expired += gone.len() as u64;
-        if gone.len() < 1000 {
-            break;
-        }
-    }
+    let pass = ttl_10.scan_summary(ScanMode::Delete).await?;
     rows.push(p.end(
         n,
         "ttl scan (10% expired)",
-        expired,
+        pass.count,
         None,
-        "batches of 1000",
+        format!("{} batches of 1000", pass.batches),
     ));
 
     // 8. verify and recover over the whole store
