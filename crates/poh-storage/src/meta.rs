@@ -148,11 +148,7 @@ impl SqliteBackend {
     }
 
     fn err(&self, what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
-        StorageError::Meta {
-            what: what.to_owned(),
-            path: self.path.clone(),
-            source: Box::new(e),
-        }
+        meta_err(&self.path, what, e)
     }
 }
 
@@ -197,11 +193,7 @@ impl MetaBackend for SqliteBackend {
 /// Brings a database of any earlier version (including the prototype's, version 0) to
 /// [`SCHEMA_VERSION`] in one transaction. Idempotent; a no-op when current.
 fn migrate(conn: &Connection, path: &Path) -> Result<()> {
-    let err = |what: &str, e: rusqlite::Error| StorageError::Meta {
-        what: what.to_owned(),
-        path: path.to_owned(),
-        source: Box::new(e),
-    };
+    let err = |what: &str, e: rusqlite::Error| meta_err(path, what, e);
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| err("read schema version (is this a SQLite database?)", e))?;
@@ -283,6 +275,19 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<MetaRow> {
     })
 }
 
+/// A metadata error about the database at `path`.
+fn meta_err(
+    path: &Path,
+    what: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StorageError {
+    StorageError::Meta {
+        what: what.into(),
+        path: path.to_owned(),
+        source: Box::new(e),
+    }
+}
+
 /// Widens the index range by a hair so that float rounding in `now - ttl` can never
 /// exclude a row; the exact predicate `now - timestamp > ttl` then decides.
 fn cutoff(now: f64, ttl: f64) -> f64 {
@@ -292,11 +297,7 @@ fn cutoff(now: f64, ttl: f64) -> f64 {
 
 impl SqliteMeta {
     fn err(&self, what: &str, e: rusqlite::Error) -> StorageError {
-        StorageError::Meta {
-            what: what.to_owned(),
-            path: self.path.clone(),
-            source: Box::new(e),
-        }
+        meta_err(&self.path, what, e)
     }
 
     fn query_rows(
@@ -323,22 +324,14 @@ impl MetaStore for SqliteMeta {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| StorageError::Meta {
-                what: what.into(),
-                path: self.path.clone(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| meta_err(&self.path, what, e))?;
         {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO txs (tx_id, holder_id, timestamp, storage_hash, size)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
-                .map_err(|e| StorageError::Meta {
-                    what: what.into(),
-                    path: self.path.clone(),
-                    source: Box::new(e),
-                })?;
+                .map_err(|e| meta_err(&self.path, what, e))?;
             for r in rows {
                 let size = r.size.and_then(|s| i64::try_from(s).ok());
                 stmt.execute(params![
@@ -355,11 +348,7 @@ impl MetaStore for SqliteMeta {
                 })?;
             }
         }
-        tx.commit().map_err(|e| StorageError::Meta {
-            what: "commit".into(),
-            path: self.path.clone(),
-            source: Box::new(e),
-        })
+        tx.commit().map_err(|e| meta_err(&self.path, "commit", e))
     }
 
     fn get(&mut self, tx_id: &str) -> Result<Option<MetaRow>> {
@@ -395,11 +384,7 @@ impl MetaStore for SqliteMeta {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| StorageError::Meta {
-                what: "begin expiry".into(),
-                path: self.path.clone(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| meta_err(&self.path, "begin expiry", e))?;
         let ids = {
             let mut stmt = tx
                 .prepare_cached(
@@ -409,24 +394,13 @@ impl MetaStore for SqliteMeta {
                         ORDER BY timestamp, tx_id LIMIT ?4)
                      RETURNING tx_id",
                 )
-                .map_err(|e| StorageError::Meta {
-                    what: "prepare expiry".into(),
-                    path: self.path.clone(),
-                    source: Box::new(e),
-                })?;
+                .map_err(|e| meta_err(&self.path, "prepare expiry", e))?;
             stmt.query_map(params![cutoff(now, ttl), now, ttl, limit], |r| r.get(0))
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
-                .map_err(|e| StorageError::Meta {
-                    what: "delete expired rows".into(),
-                    path: self.path.clone(),
-                    source: Box::new(e),
-                })?
+                .map_err(|e| meta_err(&self.path, "delete expired rows", e))?
         };
-        tx.commit().map_err(|e| StorageError::Meta {
-            what: "commit expiry".into(),
-            path: self.path.clone(),
-            source: Box::new(e),
-        })?;
+        tx.commit()
+            .map_err(|e| meta_err(&self.path, "commit expiry", e))?;
         Ok(ids)
     }
 
@@ -452,11 +426,7 @@ impl MetaStore for SqliteMeta {
 
     fn without_row(&mut self, ids: &[&str]) -> Result<Vec<String>> {
         let what = "look up payload ids";
-        let list = serde_json::to_string(ids).map_err(|e| StorageError::Meta {
-            what: what.into(),
-            path: self.path.clone(),
-            source: Box::new(e),
-        })?;
+        let list = serde_json::to_string(ids).map_err(|e| meta_err(&self.path, what, e))?;
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -466,11 +436,7 @@ impl MetaStore for SqliteMeta {
             .map_err(|e| self.err(what, e))?;
         stmt.query_map([list], |r| r.get(0))
             .and_then(|rows| rows.collect())
-            .map_err(|e| StorageError::Meta {
-                what: what.into(),
-                path: self.path.clone(),
-                source: Box::new(e),
-            })
+            .map_err(|e| meta_err(&self.path, what, e))
     }
 
     fn page(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<MetaRow>> {

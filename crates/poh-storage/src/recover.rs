@@ -206,16 +206,22 @@ pub(crate) fn run(
 ) -> Result<RecoverReport> {
     let lock = StoreLock::open(payloads.base())?;
     let mut report = {
-        let _g = if dry_run {
-            lock.shared()?
-        } else {
-            lock.exclusive()?
-        };
+        let _g = hold(&lock, dry_run)?;
         repair_temps(payloads, writer, dry_run)
     };
     scan_rows(payloads, writer, reader, &lock, dry_run, &mut report)?;
     scan_files(payloads, writer, reader, &lock, dry_run, &mut report)?;
     Ok(report)
+}
+
+/// The lock a step takes: shared to look (a dry run waits out writers mid-protocol),
+/// exclusive to change anything.
+fn hold(lock: &StoreLock, dry_run: bool) -> Result<crate::lock::LockGuard<'_>> {
+    if dry_run {
+        lock.shared()
+    } else {
+        lock.exclusive()
+    }
 }
 
 /// Checks one row's payload; `None` when it verifies.
@@ -262,11 +268,7 @@ fn scan_rows(
         if problems.is_empty() {
             continue;
         }
-        let _g = if dry_run {
-            lock.shared()?
-        } else {
-            lock.exclusive()?
-        };
+        let _g = hold(lock, dry_run)?;
         for (row, _, _) in problems {
             // A dry run did not roll this tx forward; the real run would have, before
             // checking it, so its payload in `.tmp/` is no finding.
@@ -400,11 +402,7 @@ fn check_files(
     if orphans.is_empty() {
         return Ok(());
     }
-    let _g = if dry_run {
-        lock.shared()?
-    } else {
-        lock.exclusive()?
-    };
+    let _g = hold(lock, dry_run)?;
     for (id, kind) in orphans {
         if writer.get(id.as_str())?.is_some() {
             continue;
