@@ -12,7 +12,7 @@
 //! checked against an exact model, which becomes the store's contents for the next
 //! iteration.
 //!
-//! `POH_KILL_ITERS` sets the number of iterations (default 200); `POH_SEED` repeats a run.
+//! `POH_KILL_ITERS` sets the number of iterations (default 250); `POH_SEED` repeats a run.
 
 mod common;
 
@@ -26,14 +26,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{Rng, bin, lines_of, now, signal};
-use poh_storage::{ProblemKind, StorageManager, Tx, TxId};
+use poh_storage::payload::sha256_hex;
+use poh_storage::{MetaBackend, ProblemKind, SqliteBackend, StorageManager, Tx, TxId};
 
 /// Only a safety net against a hung child; the test waits on its output, never on time.
 const SAFETY: Duration = Duration::from_secs(120);
 /// TTL given to `poh-ttl scan`. Old txs are stamped at least two TTLs back, fresh ones at
 /// most an hour back, so no tx changes class while the loop runs.
 const TTL_SECS: f64 = 86_400.0;
-const DEFAULT_ITERS: u64 = 200;
+const DEFAULT_ITERS: u64 = 250;
 /// Above this many stored txs, imports only re-save (keeps each check fast).
 const MAX_STORED: usize = 400;
 /// Longest extra delay between the chosen output line and the kill, before the child's
@@ -319,6 +320,8 @@ struct Counts {
     scan_deleted: u64,
     txs_checked: u64,
     orphans_removed: u64,
+    kills_leaving_temps: u64,
+    kills_after_commit: u64,
 }
 
 #[test]
@@ -357,7 +360,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_tx() {
         "kill loop: {} iterations in {:.1} s, {} kills ({} imports, {} TTL scans); \
          {} acknowledged txs checked ({} in-flight batches found committed, {} not); \
          {} TTL scans ({} killed) deleted {} txs; {} orphan payloads of killed scans removed by recover; \
-         {} tx loads compared; {} txs in the store at the end",
+         {} tx loads compared; {} txs in the store at the end; \
+         {} kills left temp files, {} of them a committed save for the reopen to roll forward",
         c.iterations,
         started.elapsed().as_secs_f64(),
         c.kills,
@@ -371,7 +375,9 @@ fn sigkill_at_random_moments_loses_no_acknowledged_tx() {
         c.scan_deleted,
         c.orphans_removed,
         c.txs_checked,
-        stored.len()
+        stored.len(),
+        c.kills_leaving_temps,
+        c.kills_after_commit,
     );
 }
 
@@ -529,9 +535,51 @@ fn run_iteration(
     }
 }
 
+/// Temp files in `.tmp/`, and how many of them hold the payload their committed row names
+/// while the payload file does not: read with a bare metadata reader, before any repair.
+fn interrupted_saves(base: &Path, db: &Path) -> (usize, usize) {
+    let Ok(dir) = std::fs::read_dir(base.join(".tmp")) else {
+        return (0, 0);
+    };
+    let temps: Vec<PathBuf> = dir.map(|e| e.unwrap().path()).collect();
+    if temps.is_empty() {
+        return (0, 0);
+    }
+    let mut meta = SqliteBackend::new(db, false).open_reader().unwrap();
+    let committed = temps
+        .iter()
+        .filter(|t| {
+            let name = t.file_name().unwrap().to_string_lossy().into_owned();
+            // `<id>.<pid>-<seq>.tmp`
+            let Some(id) = name
+                .strip_suffix(".tmp")
+                .and_then(|stem| stem.rsplit_once('.'))
+                .map(|(id, _)| id)
+            else {
+                return false;
+            };
+            let Some(row) = meta.get(id).unwrap() else {
+                return false;
+            };
+            let temp_hash = std::fs::read(t).map(|d| sha256_hex(&d)).ok();
+            let file_hash = std::fs::read(base.join(format!("{id}.bin")))
+                .map(|d| sha256_hex(&d))
+                .ok();
+            temp_hash.as_deref() == Some(row.storage_hash.as_str())
+                && file_hash.as_deref() != Some(row.storage_hash.as_str())
+        })
+        .count();
+    (temps.len(), committed)
+}
+
 /// Reopens the store (repairing `.tmp/`), recovers, verifies and compares every tx with the
 /// outcome; returns the store's exact contents.
 async fn check(base: &PathBuf, db: &PathBuf, out: &Outcome, c: &mut Counts, iter: u64) -> State {
+    // Where the kills landed: temps of an interrupted save, and among them saves that had
+    // passed their commit point (the row already names the temp's content).
+    let (temps, committed) = interrupted_saves(base, db);
+    c.kills_leaving_temps += u64::from(temps > 0);
+    c.kills_after_commit += u64::from(committed > 0);
     let sm = StorageManager::open(base, db)
         .await
         .unwrap_or_else(|e| panic!("iteration {iter}: reopen failed: {e}"));
