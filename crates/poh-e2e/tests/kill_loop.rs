@@ -299,7 +299,7 @@ struct Outcome {
     scanned: bool,
     /// A TTL scan was killed: its removals may have been cut between row and file.
     scan_killed: bool,
-    /// Ids a scan logged as deleted, and the versions they could have had.
+    /// Ids a scan logged as deleted.
     scan_deleted: Vec<String>,
     /// Versions the scan could have seen: the store before and the whole input.
     seen_versions: Vec<Tx>,
