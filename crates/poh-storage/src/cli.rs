@@ -418,12 +418,14 @@ fn cmd_init<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
 fn cmd_save<W: Write>(opts: &StoreOpts, json: &str, out: &mut Out<W>) -> Result<()> {
     let text;
     let json = if json == "-" {
-        let mut s = String::new();
+        let mut bytes = Vec::new();
         io::stdin()
             .lock()
-            .read_to_string(&mut s)
+            .read_to_end(&mut bytes)
             .context("cannot read the tx JSON from stdin")?;
-        text = s;
+        // Bytes that are not UTF-8 are bad input (exit 2), as for `import`, not a read error.
+        text = String::from_utf8(bytes)
+            .map_err(|e| BadInput(format!("invalid --tx: stdin is not UTF-8: {e}")))?;
         text.as_str()
     } else {
         json
