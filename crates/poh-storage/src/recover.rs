@@ -209,9 +209,28 @@ pub(crate) fn run(
         let _g = hold(&lock, dry_run)?;
         repair_temps(payloads, writer, dry_run)
     };
-    scan_rows(payloads, writer, reader, &lock, dry_run, &mut report)?;
-    scan_files(payloads, writer, reader, &lock, dry_run, &mut report)?;
+    let mut scan = Scan {
+        payloads,
+        writer,
+        reader,
+        lock: &lock,
+        dry_run,
+        report: &mut report,
+    };
+    scan.rows()?;
+    scan.files()?;
     Ok(report)
+}
+
+/// One recovery or verification pass over rows and files: what it reads and writes with,
+/// and the report it fills.
+struct Scan<'a> {
+    payloads: &'a PayloadStore,
+    writer: &'a mut dyn MetaStore,
+    reader: &'a mut dyn MetaStore,
+    lock: &'a StoreLock,
+    dry_run: bool,
+    report: &'a mut RecoverReport,
 }
 
 /// The lock a step takes: shared to look (a dry run waits out writers mid-protocol),
@@ -240,69 +259,129 @@ fn classify(payloads: &PayloadStore, row: &MetaRow) -> Option<(ProblemKind, Stri
     }
 }
 
-fn scan_rows(
-    payloads: &PayloadStore,
-    writer: &mut dyn MetaStore,
-    reader: &mut dyn MetaStore,
-    lock: &StoreLock,
-    dry_run: bool,
-    report: &mut RecoverReport,
-) -> Result<()> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
-    let mut after: Option<String> = None;
-    loop {
-        let rows = reader.page(after.as_deref(), PAGE)?;
-        let Some(last) = rows.last() else { break };
-        after = Some(last.tx_id.clone());
-        report.rows_checked += rows.len() as u64;
-        let problems: Vec<(MetaRow, ProblemKind, String)> =
-            par_map(&rows, workers, |r| classify(payloads, r))
-                .into_iter()
-                .zip(&rows)
-                .filter_map(|(p, r)| p.map(|(k, d)| (r.clone(), k, d)))
-                .collect();
-        report.rows_ok += (rows.len() - problems.len()) as u64;
-        if problems.is_empty() {
-            continue;
-        }
-        let _g = hold(lock, dry_run)?;
-        for (row, _, _) in problems {
-            // A dry run did not roll this tx forward; the real run would have, before
-            // checking it, so its payload in `.tmp/` is no finding.
-            if dry_run && report.rolled_forward.contains(&row.tx_id) {
-                report.rows_ok += 1;
+impl Scan<'_> {
+    /// Checks every row's payload, page by page, and fixes (or reports) what fails.
+    fn rows(&mut self) -> Result<()> {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8);
+        let mut after: Option<String> = None;
+        loop {
+            let rows = self.reader.page(after.as_deref(), PAGE)?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.tx_id.clone());
+            self.report.rows_checked += rows.len() as u64;
+            let problems: Vec<(MetaRow, ProblemKind, String)> =
+                par_map(&rows, workers, |r| classify(self.payloads, r))
+                    .into_iter()
+                    .zip(&rows)
+                    .filter_map(|(p, r)| p.map(|(k, d)| (r.clone(), k, d)))
+                    .collect();
+            self.report.rows_ok += (rows.len() - problems.len()) as u64;
+            if problems.is_empty() {
                 continue;
             }
-            // Look again under the lock: the tx may have been re-saved or deleted.
-            let Some(now) = writer.get(&row.tx_id)? else {
-                report.rows_ok += 1;
-                continue;
-            };
-            let Some((kind, detail)) = classify(payloads, &now) else {
-                report.rows_ok += 1;
-                continue;
-            };
-            let action = if dry_run {
-                match kind {
-                    ProblemKind::MissingPayload => "would drop row".to_owned(),
-                    ProblemKind::Corrupt => "would quarantine".to_owned(),
-                    _ => "left alone".to_owned(),
+            let _g = hold(self.lock, self.dry_run)?;
+            for (row, _, _) in problems {
+                // A dry run did not roll this tx forward; the real run would have, before
+                // checking it, so its payload in `.tmp/` is no finding.
+                if self.dry_run && self.report.rolled_forward.contains(&row.tx_id) {
+                    self.report.rows_ok += 1;
+                    continue;
                 }
+                // Look again under the lock: the tx may have been re-saved or deleted.
+                let Some(now) = self.writer.get(&row.tx_id)? else {
+                    self.report.rows_ok += 1;
+                    continue;
+                };
+                let Some((kind, detail)) = classify(self.payloads, &now) else {
+                    self.report.rows_ok += 1;
+                    continue;
+                };
+                let action = if self.dry_run {
+                    match kind {
+                        ProblemKind::MissingPayload => "would drop row".to_owned(),
+                        ProblemKind::Corrupt => "would quarantine".to_owned(),
+                        _ => "left alone".to_owned(),
+                    }
+                } else {
+                    fix_row(self.payloads, &mut *self.writer, &now, kind, &detail)
+                };
+                self.report.findings.push(Finding {
+                    tx_id: now.tx_id.clone(),
+                    kind,
+                    detail,
+                    action,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every payload file in the base directory has a row; removes (or reports) orphans.
+    fn files(&mut self) -> Result<()> {
+        let mut batch: Vec<(TxId, EntryKind)> = Vec::with_capacity(PAGE);
+        let mut err: Option<StorageError> = None;
+        let payloads = self.payloads;
+        let listed = payloads.for_each_payload(&mut |id, kind| {
+            if err.is_some() {
+                return;
+            }
+            batch.push((id, kind));
+            if batch.len() >= PAGE {
+                let b = std::mem::take(&mut batch);
+                if let Err(e) = self.check_files(b) {
+                    err = Some(e);
+                }
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        listed.map_err(|e| StorageError::io("list payload directory", payloads.base(), e))?;
+        self.check_files(batch)
+    }
+
+    fn check_files(&mut self, batch: Vec<(TxId, EntryKind)>) -> Result<()> {
+        self.report.files_checked += batch.len() as u64;
+        let names: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
+        let unknown: std::collections::HashSet<String> =
+            self.reader.without_row(&names)?.into_iter().collect();
+        let orphans: Vec<(TxId, EntryKind)> = batch
+            .into_iter()
+            .filter(|(id, _)| unknown.contains(id.as_str()))
+            .collect();
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        let _g = hold(self.lock, self.dry_run)?;
+        for (id, kind) in orphans {
+            if self.writer.get(id.as_str())?.is_some() {
+                continue;
+            }
+            let path = self.payloads.path(&id);
+            let detail = format!("{} ({kind:?}) has no metadata row", path.display());
+            let action = if self.dry_run {
+                "would remove".to_owned()
+            } else if kind == EntryKind::Dir {
+                "left alone: a directory".to_owned()
             } else {
-                fix_row(payloads, writer, &now, kind, &detail)
+                match self.payloads.fs().remove_file(&path) {
+                    Ok(()) => "removed".to_owned(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => "already gone".to_owned(),
+                    Err(e) => format!("left alone: {e}"),
+                }
             };
-            report.findings.push(Finding {
-                tx_id: now.tx_id.clone(),
-                kind,
+            self.report.findings.push(Finding {
+                tx_id: id.to_string(),
+                kind: ProblemKind::Orphan,
                 detail,
                 action,
             });
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn fix_row(
@@ -351,81 +430,4 @@ fn fix_row(
         }
         _ => "left alone".into(),
     }
-}
-
-fn scan_files(
-    payloads: &PayloadStore,
-    writer: &mut dyn MetaStore,
-    reader: &mut dyn MetaStore,
-    lock: &StoreLock,
-    dry_run: bool,
-    report: &mut RecoverReport,
-) -> Result<()> {
-    let mut batch: Vec<(TxId, EntryKind)> = Vec::with_capacity(PAGE);
-    let mut err: Option<StorageError> = None;
-    let listed = payloads.for_each_payload(&mut |id, kind| {
-        if err.is_some() {
-            return;
-        }
-        batch.push((id, kind));
-        if batch.len() >= PAGE {
-            let b = std::mem::take(&mut batch);
-            if let Err(e) = check_files(payloads, writer, reader, lock, dry_run, report, b) {
-                err = Some(e);
-            }
-        }
-    });
-    if let Some(e) = err {
-        return Err(e);
-    }
-    listed.map_err(|e| StorageError::io("list payload directory", payloads.base(), e))?;
-    check_files(payloads, writer, reader, lock, dry_run, report, batch)
-}
-
-fn check_files(
-    payloads: &PayloadStore,
-    writer: &mut dyn MetaStore,
-    reader: &mut dyn MetaStore,
-    lock: &StoreLock,
-    dry_run: bool,
-    report: &mut RecoverReport,
-    batch: Vec<(TxId, EntryKind)>,
-) -> Result<()> {
-    report.files_checked += batch.len() as u64;
-    let names: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
-    let unknown: std::collections::HashSet<String> =
-        reader.without_row(&names)?.into_iter().collect();
-    let orphans: Vec<(TxId, EntryKind)> = batch
-        .into_iter()
-        .filter(|(id, _)| unknown.contains(id.as_str()))
-        .collect();
-    if orphans.is_empty() {
-        return Ok(());
-    }
-    let _g = hold(lock, dry_run)?;
-    for (id, kind) in orphans {
-        if writer.get(id.as_str())?.is_some() {
-            continue;
-        }
-        let path = payloads.path(&id);
-        let detail = format!("{} ({kind:?}) has no metadata row", path.display());
-        let action = if dry_run {
-            "would remove".to_owned()
-        } else if kind == EntryKind::Dir {
-            "left alone: a directory".to_owned()
-        } else {
-            match payloads.fs().remove_file(&path) {
-                Ok(()) => "removed".to_owned(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "already gone".to_owned(),
-                Err(e) => format!("left alone: {e}"),
-            }
-        };
-        report.findings.push(Finding {
-            tx_id: id.to_string(),
-            kind: ProblemKind::Orphan,
-            detail,
-            action,
-        });
-    }
-    Ok(())
 }
