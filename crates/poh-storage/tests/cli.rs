@@ -2,10 +2,9 @@
 //! output strings, the documented exit codes, env-var defaults, and bad input that never
 //! changes the store.
 
-#[path = "common/cli.rs"]
-mod cli_support;
+mod common;
 
-use cli_support::{Scratch, assert_same_files, b64, snapshot, tx_json};
+use common::cli::{Scratch, assert_same_files, b64, snapshot, tx_json};
 use predicates::prelude::*;
 
 // ---------------------------------------------------------------- happy paths

@@ -5,14 +5,12 @@
 //! their documented exit code and a clear message, and the store stays byte for byte as it
 //! was.
 
-#[path = "common/cli.rs"]
-mod cli_support;
 mod common;
 
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 
-use cli_support::Scratch;
+use common::cli::Scratch;
 use common::hostile::{SMALL_LIMIT, json_cases, valid_doc};
 use common::snapshot::{Snapshot, snapshot};
 

@@ -8,14 +8,13 @@
 //! (`pip install aiofiles aiosqlite`). Without them these tests fail, unless
 //! `POH_SKIP_INTEROP=1` is set, in which case they pass with a note on stderr.
 
-#[path = "common/cli.rs"]
-mod cli_support;
+mod common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cli_support::{Scratch, b64, tx_json};
+use common::cli::{Scratch, b64, tx_json};
 
 /// The prototype's CLI for one store.
 struct Proto {

@@ -1,7 +1,6 @@
 //! Helpers for tests that run the real `poh-storage` binary.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -65,7 +64,7 @@ impl Scratch {
     }
 
     /// Every file and folder under the scratch directory, with file contents.
-    pub fn snapshot(&self) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    pub fn snapshot(&self) -> Snapshot {
         snapshot(self.dir.path())
     }
 }
@@ -85,48 +84,17 @@ pub fn b64(bytes: &[u8]) -> String {
         .payload
 }
 
-/// Every file (with its bytes) and folder (`None`) under `root`, by relative path.
-pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
-        for entry in std::fs::read_dir(dir).expect("read_dir") {
-            let entry = entry.expect("dir entry");
-            let path = entry.path();
-            let rel = path.strip_prefix(root).expect("under root").to_path_buf();
-            if entry.file_type().expect("file type").is_dir() {
-                out.insert(rel, None);
-                walk(root, &path, out);
-            } else {
-                out.insert(rel, Some(std::fs::read(&path).expect("read file")));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    if root.exists() {
-        walk(root, root, &mut out);
-    }
-    out
-}
+pub use super::snapshot::{Snapshot, snapshot};
 
 /// Asserts two snapshots are equal, naming the paths that differ.
-pub fn assert_same_files(
-    before: &BTreeMap<PathBuf, Option<Vec<u8>>>,
-    after: &BTreeMap<PathBuf, Option<Vec<u8>>>,
-    what: &str,
-) {
+pub fn assert_same_files(before: &Snapshot, after: &Snapshot, what: &str) {
     let differ: Vec<String> = before
         .keys()
         .chain(after.keys())
         .filter(|k| before.get(*k) != after.get(*k))
         .map(|k| {
-            let size = |m: &BTreeMap<PathBuf, Option<Vec<u8>>>| {
-                m.get(k)
-                    .map(|v| {
-                        v.as_ref()
-                            .map_or("dir".to_owned(), |b| format!("{} bytes", b.len()))
-                    })
-                    .unwrap_or_else(|| "absent".to_owned())
-            };
-            format!("{} ({} -> {})", k.display(), size(before), size(after))
+            let state = |m: &Snapshot| m.get(k).cloned().unwrap_or_else(|| "absent".into());
+            format!("{} ({} -> {})", k.display(), state(before), state(after))
         })
         .collect();
     assert!(differ.is_empty(), "{what} changed the store: {differ:?}");

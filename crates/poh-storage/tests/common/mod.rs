@@ -1,6 +1,7 @@
 //! Helpers shared by the storage integration tests.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod hostile;
 pub mod sim;
 pub mod snapshot;

@@ -12,9 +12,12 @@ pub type Snapshot = BTreeMap<PathBuf, String>;
 
 /// Snapshots the real directory `root`, never following links. SQLite's `-shm` file is
 /// left out: it is the shared-memory index readers update on every read, not data.
+/// The root itself is not listed; a root that does not exist snapshots as empty.
 pub fn snapshot(root: &Path) -> Snapshot {
     let mut out = Snapshot::new();
-    walk(root, root, &mut out);
+    if std::fs::symlink_metadata(root).is_ok() {
+        walk(root, root, &mut out);
+    }
     out
 }
 
@@ -26,7 +29,9 @@ fn walk(root: &Path, path: &Path, out: &mut Snapshot) {
         let target = std::fs::read_link(path).expect("readlink");
         out.insert(rel, format!("symlink -> {}", target.display()));
     } else if ft.is_dir() {
-        out.insert(rel, "dir".into());
+        if !rel.as_os_str().is_empty() {
+            out.insert(rel, "dir".into());
+        }
         let mut names: Vec<_> = std::fs::read_dir(path)
             .expect("read_dir")
             .map(|e| e.expect("entry").path())
