@@ -61,20 +61,15 @@ fn scan_with_nothing_expired_prints_an_empty_list() {
 #[test]
 fn human_durations_mean_the_same_as_seconds() {
     let dir = mixed_store();
-    bin()
-        .arg("scan")
-        .args(store_args(&dir))
-        .args(["--ttl", "4h", "--dry-run"])
-        .assert()
-        .success()
-        .stdout("Would expire: ['old-a']\n");
-    bin()
-        .arg("scan")
-        .args(store_args(&dir))
-        .args(["--ttl", "14400.0", "--dry-run"])
-        .assert()
-        .success()
-        .stdout("Would expire: ['old-a']\n");
+    for ttl in ["4h", "14400.0"] {
+        bin()
+            .arg("scan")
+            .args(store_args(&dir))
+            .args(["--ttl", ttl, "--dry-run"])
+            .assert()
+            .success()
+            .stdout("Would expire: ['old-a']\n");
+    }
     bin()
         .arg("scan")
         .args(store_args(&dir))
