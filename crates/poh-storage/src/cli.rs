@@ -73,6 +73,7 @@ Environment:
   POH_BASE         default for --base
   POH_DB           default for --db
   POH_MAX_PAYLOAD  default for --max-payload
+  POH_LOCK_TIMEOUT default for --lock-timeout
   RUST_LOG         log filter for messages on stderr (default: warn)";
 
 /// `poh-storage`: a durable, verified store of Proof-of-History transactions.
@@ -122,6 +123,20 @@ pub struct StoreOpts {
         default_value_t = DEFAULT_MAX_PAYLOAD_BYTES
     )]
     pub max_payload: usize,
+    /// Longest wait for another process's store lock before giving up (e.g. 30s, 2m).
+    #[arg(
+        long,
+        global = true,
+        env = "POH_LOCK_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = parse_lock_timeout
+    )]
+    pub lock_timeout: std::time::Duration,
+}
+
+fn parse_lock_timeout(s: &str) -> std::result::Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 2m)"))
 }
 
 impl StoreOpts {
@@ -339,7 +354,8 @@ impl Rt {
         let db = opts.db_path();
         let o = OpenOptions {
             create: access == Access::Create,
-            repair: access != Access::Inspect,
+            read_only: access == Access::Read,
+            lock_timeout: opts.lock_timeout,
             limits: opts.limits(),
             ..OpenOptions::default()
         };
@@ -360,19 +376,20 @@ impl Rt {
     }
 }
 
-/// Opens the store, runs `f`, and closes the store whatever `f` returned, so its writes
-/// are finished and its database closed cleanly (no WAL file left behind) before exit.
 /// How a command opens the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
     /// Create it if missing (init, save, import).
     Create,
-    /// It must exist; interrupted saves are finished on open.
+    /// It must exist; interrupted saves are finished on open (delete, recover).
     Existing,
-    /// It must exist and its files are left exactly as found (verify, recover --dry-run).
-    Inspect,
+    /// It must exist, and nothing under it is created or changed, no lock is waited
+    /// for on the fast path (load, list, stats, verify, recover --dry-run).
+    Read,
 }
 
+/// Opens the store, runs `f`, and closes the store whatever `f` returned, so its writes
+/// are finished and its database closed cleanly (no WAL file left behind) before exit.
 fn with_store<T>(
     opts: &StoreOpts,
     access: Access,
@@ -450,7 +467,7 @@ fn cmd_load<W: Write>(
     file: Option<&Path>,
     out: &mut Out<W>,
 ) -> Result<()> {
-    let tx = with_store(opts, Access::Existing, |rt, sm| {
+    let tx = with_store(opts, Access::Read, |rt, sm| {
         rt.call(sm.load(id))
             .with_context(|| format!("cannot load tx {id}"))
     })?
@@ -489,7 +506,7 @@ fn cmd_delete<W: Write>(opts: &StoreOpts, id: &TxId, out: &mut Out<W>) -> Result
 }
 
 fn cmd_list<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    with_store(opts, Access::Existing, |rt, sm| {
+    with_store(opts, Access::Read, |rt, sm| {
         out.put("[")?;
         let mut after: Option<String> = None;
         let mut first = true;
@@ -515,7 +532,7 @@ fn cmd_list<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
 
 fn cmd_recover<W: Write>(opts: &StoreOpts, dry_run: bool, out: &mut Out<W>) -> Result<()> {
     let access = if dry_run {
-        Access::Inspect
+        Access::Read
     } else {
         Access::Existing
     };
@@ -526,7 +543,7 @@ fn cmd_recover<W: Write>(opts: &StoreOpts, dry_run: bool, out: &mut Out<W>) -> R
 }
 
 fn cmd_verify<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    let report = with_store(opts, Access::Inspect, |rt, sm| {
+    let report = with_store(opts, Access::Read, |rt, sm| {
         rt.call(sm.verify()).context("verify failed")
     })?;
     let problems = report.findings.len() + report.rolled_forward.len() + report.temps_removed.len();
@@ -568,7 +585,7 @@ fn verify_text(r: &RecoverReport) -> String {
 }
 
 fn cmd_stats<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    let stats = with_store(opts, Access::Existing, |rt, sm| {
+    let stats = with_store(opts, Access::Read, |rt, sm| {
         rt.call(sm.stats()).context("cannot read stats")
     })?;
     if opts.json {

@@ -88,6 +88,60 @@ pub enum StorageError {
     /// The store has been closed.
     #[error("store is closed")]
     Closed,
+
+    /// The handle was opened read-only ([`crate::OpenOptions::read_only`]).
+    #[error("the store was opened read-only; {0} needs a writable handle")]
+    ReadOnly(&'static str),
+
+    /// Another process holds the store lock and did not release it in time.
+    #[error(
+        "store lock {} is held by {} and was not released within {waited:?}: is a poh-storage or poh-ttl process stopped or hung? (the wait is set by --lock-timeout / POH_LOCK_TIMEOUT)",
+        path.display(),
+        holder.map_or_else(|| "another process".to_owned(), |p| format!("process {p}"))
+    )]
+    LockTimeout {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// How long was waited.
+        waited: std::time::Duration,
+        /// The holder's pid, when the kernel tells it.
+        holder: Option<u32>,
+    },
+
+    /// A name the store manages (`.tmp`, `.quarantine`, `.poh.lock`) is something the
+    /// store refuses to use: a symbolic link, or a file where a directory belongs.
+    #[error("{}: {why}; move it out of the store and retry", path.display())]
+    BadStoreEntry {
+        /// The offending path.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// What was found at the given place is not a store, and treating it as a new one
+    /// could destroy data (a database that lost its schema beside payload files, a
+    /// non-empty directory that is not a store).
+    #[error("{} is not a poh store: {why}", path.display())]
+    NotAStore {
+        /// The base directory or database concerned.
+        path: std::path::PathBuf,
+        /// What was found and what to do.
+        why: String,
+    },
+
+    /// The save passed its commit point (the rows are durable and each payload is
+    /// durable in `.tmp/`) but moving the payloads into place failed. The txs are saved:
+    /// loads return them, and the next open or `recover` finishes the move.
+    #[error(
+        "tx(s) {} committed, but the payload could not be moved into place ({cause}); the payload is durable in .tmp/ and is moved into place at the next open or by `poh-storage recover`",
+        tx_ids.join(", ")
+    )]
+    Unfinished {
+        /// The committed txs (as many as fit in a message are listed by the caller).
+        tx_ids: Vec<String>,
+        /// What failed.
+        cause: Box<StorageError>,
+    },
 }
 
 impl StorageError {
@@ -104,7 +158,7 @@ impl StorageError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Io { .. } | Self::Meta { .. } | Self::Poisoned(_)
+            Self::Io { .. } | Self::Meta { .. } | Self::Poisoned(_) | Self::LockTimeout { .. }
         )
     }
 }

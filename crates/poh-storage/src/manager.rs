@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use poh_types::{Limits, Tx, TxId};
 use tokio::sync::oneshot;
 
 use crate::error::{Result, StorageError};
 use crate::fs::{FileSystem, RealFs, is_not_regular};
-use crate::lock::StoreLock;
-use crate::meta::{MetaBackend, MetaRow, MetaStore, SqliteBackend, Stats};
+use crate::lock::{DEFAULT_LOCK_TIMEOUT, StoreLock};
+use crate::meta::{MetaBackend, MetaRow, MetaState, MetaStore, SqliteBackend, Stats};
 use crate::payload::{PayloadStore, sha256_hex};
 use crate::recover::{self, RecoverReport};
 use crate::writer::{Cmd, Poison, Writer};
@@ -29,6 +30,15 @@ pub struct OpenOptions {
     /// true). Turn off to inspect a store exactly as found (`verify`); the writes of such a
     /// handle still work, and `recover` does the same repair.
     pub repair: bool,
+    /// Open for reading only (default false): nothing under the base or at the database
+    /// is created, migrated or changed — not even the lock file — so it works on a
+    /// read-only mount, a full disk or a store owned by another user, never waits for a
+    /// writer's lock on its fast path, and inspects a store exactly as found. Writes
+    /// return [`StorageError::ReadOnly`]; `recover` runs only as a dry run.
+    pub read_only: bool,
+    /// Longest wait for the store lock before failing with
+    /// [`StorageError::LockTimeout`] (default 30 s).
+    pub lock_timeout: Duration,
     /// Input limits applied to saves.
     pub limits: Limits,
     /// The file system payloads live on (tests substitute a simulated one).
@@ -42,6 +52,8 @@ impl Default for OpenOptions {
         Self {
             create: true,
             repair: true,
+            read_only: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             limits: Limits::default(),
             fs: Arc::new(RealFs),
             meta: None,
@@ -54,6 +66,8 @@ impl std::fmt::Debug for OpenOptions {
         f.debug_struct("OpenOptions")
             .field("create", &self.create)
             .field("repair", &self.repair)
+            .field("read_only", &self.read_only)
+            .field("lock_timeout", &self.lock_timeout)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
@@ -83,6 +97,96 @@ struct Inner {
     payloads: PayloadStore,
     limits: Limits,
     poison: Poison,
+    read_only: bool,
+    lock_timeout: Duration,
+}
+
+impl Inner {
+    /// The store lock for waiting out writers, opened without creating anything; `None`
+    /// when no writer of ours ever opened the store.
+    fn lock(&self) -> Result<Option<StoreLock>> {
+        StoreLock::open_existing(self.payloads.base(), self.lock_timeout)
+    }
+}
+
+/// Logs what an open-time repair did.
+fn log_repair(report: &RecoverReport) {
+    if !report.rolled_forward.is_empty() || !report.temps_removed.is_empty() {
+        tracing::info!(
+            rolled_forward = report.rolled_forward.len(),
+            temps_removed = report.temps_removed.len(),
+            "finished saves interrupted by a crash"
+        );
+    }
+}
+
+/// A store is about to be created where the metadata is missing or has no schema: the
+/// base must hold nothing but what the store itself puts there. A non-empty directory
+/// that is not a store (a user's files) or payload files whose metadata was lost are
+/// refused, so no later `recover` can mistake them for orphans.
+fn check_new_store_place(payloads: &PayloadStore, db: &Path, state: MetaState) -> Result<()> {
+    let base = payloads.base();
+    let db_name = db_name_in(base, db);
+    let mut foreign: Vec<String> = Vec::new();
+    let mut count = 0usize;
+    let listed = payloads.fs().list_dir(base, &mut |e| {
+        let own = e.name == crate::lock::LOCK_FILE
+            || (e.name == crate::payload::TMP_DIR && e.kind == crate::fs::EntryKind::Dir)
+            || db_name.as_deref().is_some_and(|n| {
+                e.name == n
+                    || ["-wal", "-shm", "-journal"]
+                        .iter()
+                        .any(|x| e.name == format!("{n}{x}"))
+            });
+        if !own {
+            count += 1;
+            if foreign.len() < 3 {
+                foreign.push(e.name);
+            }
+        }
+    });
+    match listed {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StorageError::io("list base directory", base, e)),
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    let shown = foreign.join(", ");
+    let more = if count > foreign.len() { ", …" } else { "" };
+    let why = match state {
+        MetaState::NoSchema => format!(
+            "its metadata database {} is empty or has no txs table, yet the directory holds \
+             {count} other entr{} ({shown}{more}); the metadata may have been lost. Nothing \
+             was changed: restore the database, or move the files away to start a new store",
+            db.display(),
+            if count == 1 { "y" } else { "ies" },
+        ),
+        _ => format!(
+            "the directory is not empty ({count} entr{}: {shown}{more}) and has no metadata \
+             database at {}; refusing to make a store of it. Use a new or empty directory \
+             (or restore the database if this store lost it)",
+            if count == 1 { "y" } else { "ies" },
+            db.display(),
+        ),
+    };
+    Err(StorageError::NotAStore {
+        path: base.to_owned(),
+        why,
+    })
+}
+
+/// The database's file name when it lives directly in `base`.
+fn db_name_in(base: &Path, db: &Path) -> Option<String> {
+    let parent = match db.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let same = parent == base
+        || matches!((parent.canonicalize(), base.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    same.then(|| db.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .flatten()
 }
 
 impl Drop for Inner {
@@ -140,43 +244,61 @@ impl StorageManager {
     }
 
     fn open_blocking(base: PathBuf, db: PathBuf, opts: OpenOptions) -> Result<Self> {
-        if !opts.create {
-            match std::fs::metadata(&base) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(StorageError::io(
-                        "open base directory",
-                        &base,
-                        std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-                    ));
-                }
-                Err(_) => {
-                    return Err(StorageError::NotFound {
-                        path: base,
-                        why: "the base directory does not exist".into(),
-                    });
-                }
+        let payloads = PayloadStore::new(opts.fs.clone(), &base);
+        let create = opts.create && !opts.read_only;
+        let backend: Arc<dyn MetaBackend> = match &opts.meta {
+            Some(b) => b.clone(),
+            None => Arc::new(SqliteBackend::new(&db, create)),
+        };
+        let state = match payloads.fs().kind(&base) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
+                return Err(StorageError::NotFound {
+                    path: base,
+                    why: "the base directory does not exist".into(),
+                });
+            }
+            _ => backend.probe()?,
+        };
+        match state {
+            MetaState::Store => {}
+            MetaState::Missing if !create => {
+                return Err(StorageError::NotFound {
+                    path: db,
+                    why: "the metadata database does not exist".into(),
+                });
+            }
+            MetaState::NoSchema if !create => {
+                return Err(StorageError::NotAStore {
+                    path: db,
+                    why: "the metadata database is empty or has no txs table (was it lost or \
+                          truncated?); nothing was changed"
+                        .into(),
+                });
+            }
+            MetaState::Missing | MetaState::NoSchema => {
+                check_new_store_place(&payloads, &db, state)?;
             }
         }
-        let payloads = PayloadStore::new(opts.fs.clone(), &base);
-        payloads
-            .init()
-            .map_err(|e| StorageError::io("create store directories", &base, e))?;
-        let backend: Arc<dyn MetaBackend> = match opts.meta {
-            Some(b) => b,
-            None => Arc::new(SqliteBackend::new(db, opts.create)),
-        };
+        if opts.read_only {
+            payloads.check()?;
+            return Ok(Self::assemble(
+                backend,
+                payloads,
+                &opts,
+                None,
+                Poison::default(),
+            ));
+        }
+        payloads.init()?;
         let mut meta = backend.open_writer()?;
-        let lock = StoreLock::open(&base)?;
+        let lock = StoreLock::open(&base, opts.lock_timeout)?;
+        let mut repaired = false;
         if opts.repair {
-            let _guard = lock.exclusive()?;
-            let report = recover::repair_temps(&payloads, &mut *meta, false);
-            if !report.rolled_forward.is_empty() || !report.temps_removed.is_empty() {
-                tracing::info!(
-                    rolled_forward = report.rolled_forward.len(),
-                    temps_removed = report.temps_removed.len(),
-                    "finished saves interrupted by a crash"
-                );
+            // Another process holding the lock is alive and writing: do not wait for it
+            // (reads must not), let the writer thread repair at its first hold instead.
+            if let Some(_guard) = lock.try_exclusive()? {
+                log_repair(&recover::repair_temps(&payloads, &mut *meta, false));
+                repaired = true;
             }
         }
         let poison = Poison::default();
@@ -185,23 +307,54 @@ impl StorageManager {
             payloads: payloads.clone(),
             lock,
             poison: poison.clone(),
+            repaired: repaired || !opts.repair,
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("poh-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StorageError::io("spawn writer thread", &base, e))?;
-        Ok(Self {
+        Ok(Self::assemble(
+            backend,
+            payloads,
+            &opts,
+            Some((tx, thread)),
+            poison,
+        ))
+    }
+
+    fn assemble(
+        backend: Arc<dyn MetaBackend>,
+        payloads: PayloadStore,
+        opts: &OpenOptions,
+        writer: Option<(mpsc::Sender<Cmd>, JoinHandle<()>)>,
+        poison: Poison,
+    ) -> Self {
+        let (tx, thread) = match writer {
+            Some((tx, thread)) => (Some(tx), Some(thread)),
+            None => (None, None),
+        };
+        Self {
             inner: Arc::new(Inner {
-                tx: Mutex::new(Some(tx)),
-                thread: Mutex::new(Some(thread)),
+                tx: Mutex::new(tx),
+                thread: Mutex::new(thread),
                 backend,
                 readers: Mutex::new(Vec::new()),
                 payloads,
                 limits: opts.limits,
                 poison,
+                read_only: opts.read_only,
+                lock_timeout: opts.lock_timeout,
             }),
-        })
+        }
+    }
+
+    /// Fails for a handle opened read-only.
+    fn writable(&self, what: &'static str) -> Result<()> {
+        if self.inner.read_only {
+            return Err(StorageError::ReadOnly(what));
+        }
+        Ok(())
     }
 
     /// The base directory.
@@ -237,6 +390,7 @@ impl StorageManager {
         for tx in &txs {
             tx.validate(&self.inner.limits)?;
         }
+        self.writable("save")?;
         if txs.is_empty() {
             return Ok(());
         }
@@ -246,6 +400,7 @@ impl StorageManager {
 
     /// Deletes `id` (row, then payload file); true if it existed.
     pub async fn delete(&self, id: &TxId) -> Result<bool> {
+        self.writable("delete")?;
         let id = id.clone();
         self.call(|reply| Cmd::Delete { id, reply }).await
     }
@@ -254,6 +409,7 @@ impl StorageManager {
     /// commit, and returns their ids. The condition is checked inside the commit, so a tx
     /// re-saved with a fresh timestamp meanwhile is kept.
     pub async fn delete_expired(&self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
+        self.writable("expiry")?;
         self.call(|reply| Cmd::DeleteExpired {
             now,
             ttl,
@@ -366,12 +522,25 @@ impl StorageManager {
     /// tx left alone. With `dry_run`, reports what it would do and changes nothing.
     pub async fn recover(&self, dry_run: bool) -> Result<RecoverReport> {
         if !dry_run {
+            self.writable("recover (without --dry-run)")?;
             self.inner.poison.check()?;
         }
         self.read(move |inner| {
-            let mut writer = inner.backend.open_writer()?;
+            // A dry run looks things up again through a second reader: it never writes.
+            let mut writer = if dry_run {
+                inner.backend.open_reader()?
+            } else {
+                inner.backend.open_writer()?
+            };
             let mut reader = inner.backend.open_reader()?;
-            recover::run(&inner.payloads, &mut *writer, &mut *reader, dry_run)
+            let lock = inner.lock()?;
+            recover::run(
+                &inner.payloads,
+                &mut *writer,
+                &mut *reader,
+                lock.as_ref(),
+                dry_run,
+            )
         })
         .await
     }
@@ -485,8 +654,8 @@ fn load_one(inner: &Inner, id: &TxId) -> Result<Option<Tx>> {
 /// The payload did not match: wait out any writer mid-protocol (shared lock), then look
 /// again, including in `.tmp/` for a save that committed but crashed before its rename.
 fn load_slow(inner: &Inner, id: &TxId) -> Result<Option<Tx>> {
-    let lock = StoreLock::open(inner.payloads.base())?;
-    let _guard = lock.shared()?;
+    let lock = inner.lock()?;
+    let _guard = lock.as_ref().map(StoreLock::shared).transpose()?;
     let Some(row) = StorageManager::with_reader(inner, |m| m.get(id.as_str()))? else {
         return Ok(None);
     };

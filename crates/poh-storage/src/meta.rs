@@ -88,13 +88,30 @@ pub trait MetaStore: Send {
     fn page(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<MetaRow>>;
     /// Aggregate figures.
     fn stats(&mut self) -> Result<Stats>;
+    /// The database's own consistency check: one message per problem, empty when sound.
+    fn integrity_check(&mut self) -> Result<Vec<String>>;
+}
+
+/// What a metadata location holds, found without changing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaState {
+    /// Nothing there.
+    Missing,
+    /// A database without the `txs` table: empty (a 0-byte file, a lost schema) or
+    /// some other application's.
+    NoSchema,
+    /// A poh store's metadata (ours or the prototype's).
+    Store,
 }
 
 /// Opens connections to one metadata database.
 pub trait MetaBackend: Send + Sync + 'static {
+    /// What the location holds, changing nothing.
+    fn probe(&self) -> Result<MetaState>;
     /// A connection for the writer (creates and migrates the schema).
     fn open_writer(&self) -> Result<Box<dyn MetaStore>>;
-    /// A connection for readers.
+    /// A connection for readers: never creates, migrates or writes anything, so it also
+    /// works on a read-only mount, a full disk or a prototype database as found.
     fn open_reader(&self) -> Result<Box<dyn MetaStore>>;
     /// Where the database is, for messages.
     fn location(&self) -> &Path;
@@ -117,25 +134,7 @@ impl SqliteBackend {
     }
 
     fn connect(&self, create: bool) -> Result<Connection> {
-        match std::fs::metadata(&self.path) {
-            Ok(m) if m.is_dir() => {
-                return Err(self.err(
-                    "open",
-                    std::io::Error::new(
-                        std::io::ErrorKind::IsADirectory,
-                        "the path is a directory, not a database file",
-                    ),
-                ));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
-                return Err(StorageError::NotFound {
-                    path: self.path.clone(),
-                    why: "the metadata database does not exist".into(),
-                });
-            }
-            Err(_) => {}
-        }
+        self.check_file(create)?;
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -147,17 +146,146 @@ impl SqliteBackend {
         Ok(conn)
     }
 
+    fn check_file(&self, create: bool) -> Result<()> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_dir() => Err(self.err(
+                "open",
+                std::io::Error::new(
+                    std::io::ErrorKind::IsADirectory,
+                    "the path is a directory, not a database file",
+                ),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
+                Err(StorageError::NotFound {
+                    path: self.path.clone(),
+                    why: "the metadata database does not exist".into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A connection that only reads: read-write if the file allows it (so SQLite can
+    /// use and clean up the WAL index as usual), else read-only, else — on a read-only
+    /// mount with no WAL file, where nobody can be writing — as an immutable file.
+    fn connect_reader(&self) -> Result<Connection> {
+        self.check_file(false)?;
+        let plain = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let mut attempts = vec![
+            (
+                self.path.to_string_lossy().into_owned(),
+                plain | OpenFlags::SQLITE_OPEN_READ_WRITE,
+            ),
+            (
+                self.path.to_string_lossy().into_owned(),
+                plain | OpenFlags::SQLITE_OPEN_READ_ONLY,
+            ),
+        ];
+        if !wal_path(&self.path).exists() {
+            attempts.push((
+                format!("file:{}?immutable=1", uri_path(&self.path)),
+                plain | OpenFlags::SQLITE_OPEN_READ_ONLY,
+            ));
+        }
+        let mut last = None;
+        for (name, flags) in attempts {
+            let attempt = Connection::open_with_flags(&name, flags).and_then(|c| {
+                c.busy_timeout(BUSY_TIMEOUT)?;
+                c.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+                Ok(c)
+            });
+            match attempt {
+                Ok(c) => return Ok(c),
+                Err(e) if is_access_error(&e) => last = Some(e),
+                Err(e) => return Err(self.err("open for reading", e)),
+            }
+        }
+        Err(match last {
+            Some(e) => self.err("open for reading", e),
+            None => self.err(
+                "open for reading",
+                std::io::Error::other("no way to open it"),
+            ),
+        })
+    }
+
+    /// A metadata error, with the operating system's reason when SQLite's own message
+    /// hides it ("unable to open database file" on a read-only mount or a file owned by
+    /// another user), and no guess that the file is not a database unless SQLite says so.
     fn err(&self, what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
-        meta_err(&self.path, what, e)
+        meta_err(&self.path, format!("{what}{}", os_reason(&self.path)), e)
+    }
+}
+
+/// `<db>-wal`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
+/// `path` for an SQLite URI (`file:` + percent-encoded path).
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for b in path.to_string_lossy().bytes() {
+        match b {
+            b'?' | b'#' | b'%' | b' ' | 0x80..=0xff | 0..=0x1f => {
+                out.push_str(&format!("%{b:02X}"))
+            }
+            b => out.push(b as char),
+        }
+    }
+    out
+}
+
+/// Errors that a reader can get around by opening the file another way.
+fn is_access_error(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e.sqlite_error_code(),
+        Some(C::CannotOpen | C::ReadOnly | C::PermissionDenied | C::DiskFull | C::SystemIoFailure)
+    )
+}
+
+/// ` (<os error>)` when opening the database file for writing fails at the OS level:
+/// names "Read-only file system", "Permission denied" and the like. Empty otherwise.
+fn os_reason(path: &Path) -> String {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => format!(" ({e})"),
+        _ => String::new(),
     }
 }
 
 impl MetaBackend for SqliteBackend {
+    fn probe(&self) -> Result<MetaState> {
+        match std::fs::symlink_metadata(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(MetaState::Missing),
+            _ => {}
+        }
+        let conn = self.connect_reader()?;
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'txs'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err("read the schema", e))?;
+        Ok(if tables > 0 {
+            MetaState::Store
+        } else {
+            MetaState::NoSchema
+        })
+    }
+
     fn open_writer(&self) -> Result<Box<dyn MetaStore>> {
         let conn = self.connect(self.create)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(|e| self.err("enable WAL (is this a SQLite database?)", e))?;
+            .map_err(|e| self.err("enable WAL", e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(self.err(
                 "enable WAL",
@@ -172,16 +300,29 @@ impl MetaBackend for SqliteBackend {
         Ok(Box::new(SqliteMeta {
             conn,
             path: self.path.clone(),
+            cols: ROW_COLS,
         }))
     }
 
     fn open_reader(&self) -> Result<Box<dyn MetaStore>> {
-        let conn = self.connect(false)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| self.err("set synchronous=FULL", e))?;
+        let conn = self.connect_reader()?;
+        // A prototype database not yet migrated (a read-only handle never migrates) has
+        // neither holder_id nor size: read them as '' and NULL.
+        let has_holder: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('txs') WHERE name = 'holder_id'",
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )
+            .map_err(|e| self.err("read columns of txs", e))?;
         Ok(Box::new(SqliteMeta {
             conn,
             path: self.path.clone(),
+            cols: if has_holder {
+                ROW_COLS
+            } else {
+                LEGACY_ROW_COLS
+            },
         }))
     }
 
@@ -259,9 +400,12 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
 pub struct SqliteMeta {
     conn: Connection,
     path: PathBuf,
+    /// The selected columns: [`ROW_COLS`], or [`LEGACY_ROW_COLS`] for a prototype table.
+    cols: &'static str,
 }
 
 const ROW_COLS: &str = "tx_id, holder_id, timestamp, storage_hash, size";
+const LEGACY_ROW_COLS: &str = "tx_id, '' AS holder_id, timestamp, storage_hash, NULL AS size";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<MetaRow> {
     Ok(MetaRow {
@@ -354,7 +498,7 @@ impl MetaStore for SqliteMeta {
     fn get(&mut self, tx_id: &str) -> Result<Option<MetaRow>> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("SELECT {ROW_COLS} FROM txs WHERE tx_id = ?1"))
+            .prepare_cached(&format!("SELECT {} FROM txs WHERE tx_id = ?1", self.cols))
             .map_err(|e| self.err("look up row", e))?;
         stmt.query_row([tx_id], row_from)
             .optional()
@@ -415,9 +559,10 @@ impl MetaStore for SqliteMeta {
         let (ats, aid) = after.unwrap_or((f64::NEG_INFINITY, ""));
         self.query_rows(
             &format!(
-                "SELECT {ROW_COLS} FROM txs
+                "SELECT {} FROM txs
                  WHERE timestamp < ?1 AND (?2 - timestamp) > ?3 AND (timestamp, tx_id) > (?4, ?5)
-                 ORDER BY timestamp, tx_id LIMIT ?6"
+                 ORDER BY timestamp, tx_id LIMIT ?6",
+                self.cols
             ),
             params![cutoff(now, ttl), now, ttl, ats, aid, limit],
             "find expired rows",
@@ -443,23 +588,46 @@ impl MetaStore for SqliteMeta {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         match after {
             Some(a) => self.query_rows(
-                &format!("SELECT {ROW_COLS} FROM txs WHERE tx_id > ?1 ORDER BY tx_id LIMIT ?2"),
+                &format!(
+                    "SELECT {} FROM txs WHERE tx_id > ?1 ORDER BY tx_id LIMIT ?2",
+                    self.cols
+                ),
                 params![a, limit],
                 "list rows",
             ),
             None => self.query_rows(
-                &format!("SELECT {ROW_COLS} FROM txs ORDER BY tx_id LIMIT ?1"),
+                &format!("SELECT {} FROM txs ORDER BY tx_id LIMIT ?1", self.cols),
                 params![limit],
                 "list rows",
             ),
         }
     }
 
+    fn integrity_check(&mut self) -> Result<Vec<String>> {
+        let what = "run SQLite's integrity check";
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(|e| self.err(what, e))?;
+        let msgs: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(what, e))?;
+        Ok(msgs.into_iter().filter(|m| m != "ok").collect())
+    }
+
     fn stats(&mut self) -> Result<Stats> {
+        let size = if self.cols == ROW_COLS {
+            "size"
+        } else {
+            "NULL"
+        };
         self.conn
             .query_row(
-                "SELECT count(*), coalesce(sum(size), 0), count(*) - count(size),
-                        min(timestamp), max(timestamp) FROM txs",
+                &format!(
+                    "SELECT count(*), coalesce(sum({size}), 0), count(*) - count({size}),
+                        min(timestamp), max(timestamp) FROM txs"
+                ),
                 [],
                 |r| {
                     Ok(Stats {

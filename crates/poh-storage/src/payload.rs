@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use poh_types::TxId;
 
+use crate::error::{Result, StorageError};
 use crate::fs::{EntryKind, FileSystem};
 
 /// Suffix of payload files.
@@ -72,32 +73,92 @@ impl PayloadStore {
 
     /// Creates the base and `.tmp` directories if missing, and syncs the parent of each
     /// one created: a new directory's entry survives power loss only once its parent is
-    /// synced, and everything saved under it would vanish with it.
-    pub fn init(&self) -> io::Result<()> {
-        if self.create_dir(&self.base)? {
+    /// synced, and everything saved under it would vanish with it. Refuses a `.tmp` or
+    /// `.quarantine` that is a symbolic link or not a directory (see [`Self::check`]).
+    pub fn init(&self) -> Result<()> {
+        let created = self
+            .create_dir(&self.base)
+            .map_err(|e| StorageError::io("create base directory", &self.base, e))?;
+        if created {
             let parent = match self.base.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
             };
-            self.fs.sync_dir(parent)?;
+            self.fs
+                .sync_dir(parent)
+                .map_err(|e| StorageError::io("fsync directory", parent, e))?;
         }
-        if self.create_dir(&self.tmp)? {
-            self.fs.sync_dir(&self.base)?;
+        self.check()?;
+        if !self.own_dir(&self.tmp)? {
+            self.fs
+                .create_dir_all(&self.tmp)
+                .map_err(|e| StorageError::io("create temp directory", &self.tmp, e))?;
+            self.fs
+                .sync_dir(&self.base)
+                .map_err(|e| StorageError::io("fsync directory", &self.base, e))?;
         }
         Ok(())
     }
 
-    /// Creates `dir` (and its parents) if it does not exist; true if it was created.
+    /// Checks, without changing anything, that the base is a directory and that the
+    /// store's own directories (`.tmp`, `.quarantine`), where they exist, are real
+    /// directories: the store never follows a symbolic link planted in their place, since
+    /// it creates and removes files in them.
+    pub fn check(&self) -> Result<()> {
+        match self.fs.kind(&self.base) {
+            Ok(EntryKind::Dir) => {}
+            // The base itself may be a link chosen by its operator; follow it once.
+            Ok(EntryKind::Symlink) if std::fs::metadata(&self.base).is_ok_and(|m| m.is_dir()) => {}
+            Ok(_) => {
+                return Err(StorageError::BadStoreEntry {
+                    path: self.base.clone(),
+                    why: "the store's base is not a directory".into(),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StorageError::NotFound {
+                    path: self.base.clone(),
+                    why: "the base directory does not exist".into(),
+                });
+            }
+            Err(e) => return Err(StorageError::io("open base directory", &self.base, e)),
+        }
+        self.own_dir(&self.tmp)?;
+        self.own_dir(&self.quarantine)?;
+        Ok(())
+    }
+
+    /// True if the store's own directory `dir` exists as a real directory, false if it
+    /// does not exist; an error naming it if it is a link, a file or anything else.
+    fn own_dir(&self, dir: &Path) -> Result<bool> {
+        match self.fs.kind(dir) {
+            Ok(EntryKind::Dir) => Ok(true),
+            Ok(kind) => Err(StorageError::BadStoreEntry {
+                path: dir.to_owned(),
+                why: format!(
+                    "the store's own directory is {}, not a directory; the store never \
+                     follows or replaces it",
+                    match kind {
+                        EntryKind::Symlink => "a symbolic link",
+                        EntryKind::File => "a regular file",
+                        _ => "a special file",
+                    }
+                ),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StorageError::io("inspect", dir, e)),
+        }
+    }
+
+    /// Creates `dir` (and its parents) if nothing is there; true if it was created.
     fn create_dir(&self, dir: &Path) -> io::Result<bool> {
         match self.fs.kind(dir) {
-            Ok(EntryKind::Dir) => Ok(false),
-            // Let create_dir_all decide (it accepts a link to a directory, refuses a file).
-            Ok(_) => self.fs.create_dir_all(dir).map(|()| false),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.fs.create_dir_all(dir)?;
                 Ok(true)
             }
             Err(e) => Err(e),
+            Ok(_) => Ok(false),
         }
     }
 
@@ -133,8 +194,11 @@ impl PayloadStore {
         self.fs.read(&self.path(id))
     }
 
-    /// Lists `.tmp/` (empty if it does not exist).
-    pub fn temps(&self) -> io::Result<Vec<TempFile>> {
+    /// Lists `.tmp/` (empty if it does not exist; an error if it is not a real directory).
+    pub fn temps(&self) -> Result<Vec<TempFile>> {
+        if !self.own_dir(&self.tmp)? {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         let listed = self.fs.list_dir(&self.tmp, &mut |e| {
             out.push(TempFile {
@@ -145,7 +209,7 @@ impl PayloadStore {
         match listed {
             Ok(()) => Ok(out),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
+            Err(e) => Err(StorageError::io("list temp directory", &self.tmp, e)),
         }
     }
 
@@ -164,23 +228,55 @@ impl PayloadStore {
     }
 
     /// Moves `<tx_id>.bin` into `.quarantine/`, with `note` (JSON) beside it, and makes
-    /// both directory changes durable. Returns the new path.
-    pub fn quarantine(&self, id: &TxId, note: &str) -> io::Result<PathBuf> {
-        self.fs.create_dir_all(&self.quarantine)?;
+    /// both directory changes durable. Returns the new path. The note is written first: a
+    /// crash in between leaves a note without its payload, never a payload without a note.
+    pub fn quarantine(&self, id: &TxId, note: &str) -> Result<PathBuf> {
+        let stem = self.quarantine_note(id, note)?;
+        let dest = stem.with_extension("bin");
+        let src = self.path(id);
+        (|| {
+            self.fs.rename(&src, &dest)?;
+            self.fs.sync_dir(&self.quarantine)?;
+            self.fs.sync_dir(&self.base)
+        })()
+        .map_err(|e| StorageError::io("move payload into quarantine", &src, e))?;
+        Ok(dest)
+    }
+
+    /// Writes `note` (JSON) as `.quarantine/<tx_id>.<secs>-<pid>-<n>.json`, durably, and
+    /// returns its path. Used alone for a row dropped without a payload, so that what the
+    /// row said is never lost.
+    pub fn quarantine_note(&self, id: &TxId, note: &str) -> Result<PathBuf> {
+        if !self.own_dir(&self.quarantine)? {
+            self.fs.create_dir_all(&self.quarantine).map_err(|e| {
+                StorageError::io("create quarantine directory", &self.quarantine, e)
+            })?;
+            self.fs
+                .sync_dir(&self.base)
+                .map_err(|e| StorageError::io("fsync directory", &self.base, e))?;
+        }
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let stem = format!("{id}.{secs}-{}-{n}", std::process::id());
-        let dest = self.quarantine.join(format!("{stem}{PAYLOAD_SUFFIX}"));
-        let note_path = self.quarantine.join(format!("{stem}.json"));
-        self.fs.write_new(&note_path, note.as_bytes())?;
-        self.fs.sync_file(&note_path)?;
-        self.fs.rename(&self.path(id), &dest)?;
-        self.fs.sync_dir(&self.quarantine)?;
-        self.fs.sync_dir(&self.base)?;
-        Ok(dest)
+        // A name left by an earlier, interrupted quarantine in the same second by a
+        // process with the same pid is skipped, never overwritten.
+        loop {
+            let n = self.seq.fetch_add(1, Ordering::Relaxed);
+            let note_path = self
+                .quarantine
+                .join(format!("{id}.{secs}-{}-{n}.json", std::process::id()));
+            match self.fs.write_new(&note_path, note.as_bytes()) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1_000_000 => continue,
+                written => {
+                    return written
+                        .and_then(|()| self.fs.sync_file(&note_path))
+                        .and_then(|()| self.fs.sync_dir(&self.quarantine))
+                        .map(|()| note_path.clone())
+                        .map_err(|e| StorageError::io("write quarantine note", &note_path, e));
+                }
+            }
+        }
     }
 }
 

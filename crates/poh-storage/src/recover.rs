@@ -38,6 +38,11 @@ pub enum ProblemKind {
     UnsafeId,
     /// An error that may pass (permissions, I/O, descriptors); left alone.
     Transient,
+    /// A committed save whose payload is still only in `.tmp/` (moving it into place
+    /// failed); left alone until the move succeeds — its row is never dropped.
+    Unfinished,
+    /// The metadata database's own integrity check failed.
+    Database,
 }
 
 /// One finding, and what was (or, in a dry run, would be) done about it.
@@ -198,27 +203,31 @@ fn should_roll_forward(
 }
 
 /// Full recovery (or, with `dry_run`, verification).
+///
+/// `lock` is `None` only for a read-only handle on a store no writer of ours has opened
+/// (no lock file). In a dry run `writer` is a second reader: nothing is written.
 pub(crate) fn run(
     payloads: &PayloadStore,
     writer: &mut dyn MetaStore,
     reader: &mut dyn MetaStore,
+    lock: Option<&StoreLock>,
     dry_run: bool,
 ) -> Result<RecoverReport> {
-    let lock = StoreLock::open(payloads.base())?;
     let mut report = {
-        let _g = hold(&lock, dry_run)?;
+        let _g = hold(lock, dry_run)?;
         repair_temps(payloads, writer, dry_run)
     };
     let mut scan = Scan {
         payloads,
         writer,
         reader,
-        lock: &lock,
+        lock,
         dry_run,
         report: &mut report,
     };
     scan.rows()?;
     scan.files()?;
+    scan.database();
     Ok(report)
 }
 
@@ -228,19 +237,16 @@ struct Scan<'a> {
     payloads: &'a PayloadStore,
     writer: &'a mut dyn MetaStore,
     reader: &'a mut dyn MetaStore,
-    lock: &'a StoreLock,
+    lock: Option<&'a StoreLock>,
     dry_run: bool,
     report: &'a mut RecoverReport,
 }
 
 /// The lock a step takes: shared to look (a dry run waits out writers mid-protocol),
 /// exclusive to change anything.
-fn hold(lock: &StoreLock, dry_run: bool) -> Result<crate::lock::LockGuard<'_>> {
-    if dry_run {
-        lock.shared()
-    } else {
-        lock.exclusive()
-    }
+fn hold(lock: Option<&StoreLock>, dry_run: bool) -> Result<Option<crate::lock::LockGuard<'_>>> {
+    lock.map(|l| if dry_run { l.shared() } else { l.exclusive() })
+        .transpose()
 }
 
 /// Checks one row's payload; `None` when it verifies.
@@ -295,10 +301,22 @@ impl Scan<'_> {
                     self.report.rows_ok += 1;
                     continue;
                 };
-                let Some((kind, detail)) = classify(self.payloads, &now) else {
+                let Some((mut kind, mut detail)) = classify(self.payloads, &now) else {
                     self.report.rows_ok += 1;
                     continue;
                 };
+                // Never drop the row of a committed save whose payload is only in `.tmp/`
+                // (its move into place failed): that would make the temp garbage.
+                if matches!(kind, ProblemKind::MissingPayload | ProblemKind::Corrupt)
+                    && let Some(temp) = committed_temp(self.payloads, &now)
+                {
+                    detail = format!(
+                        "{detail}; its committed payload is in {} and is moved into place \
+                         at the next open or recover",
+                        temp.display()
+                    );
+                    kind = ProblemKind::Unfinished;
+                }
                 let action = if self.dry_run {
                     match kind {
                         ProblemKind::MissingPayload => "would drop row".to_owned(),
@@ -362,14 +380,21 @@ impl Scan<'_> {
             }
             let path = self.payloads.path(&id);
             let detail = format!("{} ({kind:?}) has no metadata row", path.display());
-            let action = if self.dry_run {
-                "would remove".to_owned()
-            } else if kind == EntryKind::Dir {
+            // Never deleted: a file without a row may be the last copy of a tx whose
+            // metadata was lost. It goes to quarantine, with a note, for an operator.
+            let action = if kind == EntryKind::Dir {
                 "left alone: a directory".to_owned()
+            } else if self.dry_run {
+                "would quarantine".to_owned()
             } else {
-                match self.payloads.fs().remove_file(&path) {
-                    Ok(()) => "removed".to_owned(),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => "already gone".to_owned(),
+                let note = serde_json::json!({
+                    "tx_id": id.as_str(),
+                    "problem": "payload file without a metadata row (orphan)",
+                    "found_as": format!("{kind:?}"),
+                })
+                .to_string();
+                match self.payloads.quarantine(&id, &note) {
+                    Ok(dest) => format!("quarantined to {}", dest.display()),
                     Err(e) => format!("left alone: {e}"),
                 }
             };
@@ -381,6 +406,46 @@ impl Scan<'_> {
             });
         }
         Ok(())
+    }
+}
+
+/// The JSON note kept in `.quarantine/` for a row the store drops or a payload it moves.
+fn note(row: &MetaRow, problem: &str) -> String {
+    serde_json::json!({
+        "tx_id": row.tx_id,
+        "holder_id": row.holder_id,
+        "timestamp": row.timestamp,
+        "storage_hash": row.storage_hash,
+        "size": row.size,
+        "problem": problem,
+    })
+    .to_string()
+}
+
+impl Scan<'_> {
+    /// Runs the database's own integrity check (a damaged index page passes every row
+    /// lookup but breaks range scans such as TTL passes) and reports what it finds.
+    fn database(&mut self) {
+        let problems = match self.reader.integrity_check() {
+            Ok(p) => p,
+            Err(e) => vec![e.to_string()],
+        };
+        if problems.is_empty() {
+            return;
+        }
+        let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
+        self.report.findings.push(Finding {
+            tx_id: String::new(),
+            kind: ProblemKind::Database,
+            detail: format!(
+                "the metadata database failed its integrity check ({} problem(s)): {}",
+                problems.len(),
+                shown.join("; ")
+            ),
+            action: "left alone: restore the database from a backup, or rebuild its \
+                     indexes with `sqlite3 <db> REINDEX` after stopping every writer"
+                .into(),
+        });
     }
 }
 
@@ -396,38 +461,52 @@ fn fix_row(
             Ok(_) => None,
             Err(e) => Some(format!("row not dropped: {e}")),
         };
+    let Ok(id) = TxId::new(row.tx_id.as_str()) else {
+        return "left alone".into();
+    };
     match kind {
-        ProblemKind::MissingPayload => drop_row(writer).unwrap_or_else(|| "dropped row".into()),
-        ProblemKind::Corrupt => {
-            let Ok(id) = TxId::new(row.tx_id.as_str()) else {
-                return "left alone".into();
-            };
-            let note = serde_json::json!({
-                "tx_id": row.tx_id,
-                "holder_id": row.holder_id,
-                "timestamp": row.timestamp,
-                "storage_hash": row.storage_hash,
-                "size": row.size,
-                "problem": detail,
-            })
-            .to_string();
-            // Quarantine the file before dropping the row: a crash in between leaves a
-            // row with a missing payload (dropped next time), never an orphan that a later
-            // recover would delete instead of keeping.
-            match payloads.quarantine(&id, &note) {
-                Ok(dest) => {
-                    let msg = format!("quarantined to {}", dest.display());
-                    match drop_row(writer) {
-                        None => msg,
-                        Some(e) => format!("{msg}; {e}"),
-                    }
-                }
-                Err(e) => {
-                    warn!(tx_id = %row.tx_id, error = %e, "quarantine failed");
-                    format!("left alone: quarantine failed: {e}")
+        // What the row said is kept as a note: dropping it loses nothing.
+        ProblemKind::MissingPayload => match payloads.quarantine_note(&id, &note(row, detail)) {
+            Ok(path) => {
+                let msg = format!("dropped row (noted in {})", path.display());
+                match drop_row(writer) {
+                    None => msg,
+                    Some(e) => e,
                 }
             }
-        }
+            Err(e) => format!("left alone: cannot write its quarantine note: {e}"),
+        },
+        // Quarantine the file before dropping the row: a crash in between leaves a row
+        // with a missing payload (noted and dropped next time), never a lost payload.
+        ProblemKind::Corrupt => match payloads.quarantine(&id, &note(row, detail)) {
+            Ok(dest) => {
+                let msg = format!("quarantined to {}", dest.display());
+                match drop_row(writer) {
+                    None => msg,
+                    Some(e) => format!("{msg}; {e}"),
+                }
+            }
+            Err(e) => {
+                warn!(tx_id = %row.tx_id, error = %e, "quarantine failed");
+                format!("left alone: quarantine failed: {e}")
+            }
+        },
         _ => "left alone".into(),
     }
+}
+
+/// A temp file in `.tmp/` holding exactly the committed payload of `row`: the last copy
+/// of a committed save whose move into place failed.
+fn committed_temp(payloads: &PayloadStore, row: &MetaRow) -> Option<PathBuf> {
+    let id = TxId::new(row.tx_id.as_str()).ok()?;
+    let temps = payloads.temps().ok()?;
+    temps
+        .into_iter()
+        .filter(|t| t.tx_id.as_ref() == Some(&id))
+        .find(|t| {
+            payloads.fs().read(&t.path).is_ok_and(|d| {
+                row.size.is_none_or(|n| n == d.len() as u64) && sha256_hex(&d) == row.storage_hash
+            })
+        })
+        .map(|t| t.path)
 }

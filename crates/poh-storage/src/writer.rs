@@ -77,6 +77,9 @@ pub(crate) struct Writer {
     pub(crate) payloads: PayloadStore,
     pub(crate) lock: StoreLock,
     pub(crate) poison: Poison,
+    /// True once leftover temps of crashed saves were repaired (at open, or at this
+    /// writer's first hold of the lock when another process held it at open).
+    pub(crate) repaired: bool,
 }
 
 struct Staged {
@@ -152,7 +155,12 @@ impl Writer {
         if let Err(e) = self.poison.check() {
             return Self::fail_all(group, &e);
         }
-        let guard = match self.lock.exclusive() {
+        let guard = match hold(
+            &self.lock,
+            &mut self.repaired,
+            &self.payloads,
+            &mut *self.meta,
+        ) {
             Ok(g) => g,
             Err(e) => return Self::fail_all(group, &e),
         };
@@ -263,9 +271,21 @@ impl Writer {
             }
         }
         drop(guard);
-        for (req, _) in live {
+        // Past the commit point a failure does not undo the save: say so.
+        let fail = fail.map(|cause| StorageError::Unfinished {
+            tx_ids: live
+                .iter()
+                .flat_map(|(_, s)| s.iter().map(|s| s.id.to_string()))
+                .collect(),
+            cause: Box::new(cause),
+        });
+        for (req, staged) in live {
             let _ = req.reply.send(match &fail {
                 None => Ok(()),
+                Some(StorageError::Unfinished { cause, .. }) => Err(StorageError::Unfinished {
+                    tx_ids: staged.iter().map(|s| s.id.to_string()).collect(),
+                    cause: Box::new(clone_err(cause)),
+                }),
                 Some(e) => Err(clone_err(e)),
             });
         }
@@ -273,7 +293,12 @@ impl Writer {
 
     fn delete(&mut self, id: &TxId) -> Result<bool> {
         self.poison.check()?;
-        let _guard = self.lock.exclusive()?;
+        let _guard = hold(
+            &self.lock,
+            &mut self.repaired,
+            &self.payloads,
+            &mut *self.meta,
+        )?;
         let existed = self.meta.delete(id.as_str())?;
         if existed {
             remove_payload(&self.payloads, id);
@@ -283,7 +308,25 @@ impl Writer {
 
     fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
         self.poison.check()?;
-        let _guard = self.lock.exclusive()?;
+        let _guard = hold(
+            &self.lock,
+            &mut self.repaired,
+            &self.payloads,
+            &mut *self.meta,
+        )?;
+        // A pass with nothing to expire may touch no disk block at all (SQLite answers
+        // from its cache): sync the base directory so a dead device fails the pass
+        // instead of letting it count as a success.
+        let base = self.payloads.base();
+        if let Err(e) = self.payloads.fs().sync_dir(base) {
+            self.poison
+                .set(format!("fsync of directory {} failed: {e}", base.display()));
+            return Err(StorageError::io(
+                "check the store's device (fsync)",
+                base,
+                e,
+            ));
+        }
         let ids = self.meta.delete_expired(now, ttl, limit)?;
         let safe: Vec<TxId> = ids
             .iter()
@@ -302,6 +345,27 @@ impl Writer {
         par_map(&safe, UNLINK_THREADS, |id| remove_payload(payloads, id));
         Ok(ids)
     }
+}
+
+/// Takes the exclusive lock (a bounded wait) and, the first time, finishes what crashed
+/// saves left in `.tmp/` (when another process held the lock at open, the open skipped it).
+fn hold<'a>(
+    lock: &'a StoreLock,
+    repaired: &mut bool,
+    payloads: &PayloadStore,
+    meta: &mut dyn MetaStore,
+) -> Result<crate::lock::LockGuard<'a>> {
+    let guard = lock.exclusive()?;
+    if !*repaired {
+        *repaired = true;
+        let report = crate::recover::repair_temps(payloads, meta, false);
+        debug!(
+            rolled_forward = report.rolled_forward.len(),
+            temps_removed = report.temps_removed.len(),
+            "repaired leftover temps at the first write"
+        );
+    }
+    Ok(guard)
 }
 
 /// Most threads removing payload files at once.

@@ -210,14 +210,20 @@ async fn row_whose_payload_is_missing_is_dropped() {
 
     let report = sm.recover(false).await.unwrap();
     assert_eq!(ids_of(&report, ProblemKind::MissingPayload), set(&["gone"]));
-    assert_eq!(report.findings[0].action, "dropped row");
+    // The row is dropped, but what it said is kept as a note in quarantine.
+    let action = &report.findings[0].action;
+    assert!(action.starts_with("dropped row (noted in "), "{action}");
+    let note = quarantined(&st, "gone", "json");
+    let note: serde_json::Value = serde_json::from_slice(&note).unwrap();
+    assert_eq!(note["tx_id"], "gone");
+    assert_eq!(note["holder_id"], "holder-1");
     assert!(!sm.exists(&id("gone")).await.unwrap());
     assert_eq!(sm.load(&id("kept")).await.unwrap().unwrap().payload, b"y");
     assert!(sm.verify().await.unwrap().is_clean());
 }
 
 #[tokio::test]
-async fn orphan_payload_is_removed() {
+async fn orphan_payload_is_quarantined_never_deleted() {
     let st = Store::new();
     let sm = st.open().await;
     sm.save(tx("kept", 1.0, b"y")).await.unwrap();
@@ -230,8 +236,10 @@ async fn orphan_payload_is_removed() {
 
     let report = sm.recover(false).await.unwrap();
     assert_eq!(ids_of(&report, ProblemKind::Orphan), set(&["orphan"]));
-    assert_eq!(report.findings[0].action, "removed");
+    let action = &report.findings[0].action;
+    assert!(action.starts_with("quarantined to "), "{action}");
     assert!(!st.bin("orphan").exists());
+    assert_eq!(quarantined(&st, "orphan", "bin"), b"no row");
     assert!(st.bin("kept").exists());
     assert!(sm.verify().await.unwrap().is_clean());
 }
@@ -415,4 +423,18 @@ async fn transient_read_error_leaves_the_tx_alone() {
         b"secret"
     );
     assert!(sm.verify().await.unwrap().is_clean());
+}
+
+/// The one file `.quarantine/<id>.*.<ext>` holds.
+fn quarantined(st: &Store, id: &str, ext: &str) -> Vec<u8> {
+    let found: Vec<_> = std::fs::read_dir(st.base.join(".quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with(&format!("{id}.")) && name.ends_with(&format!(".{ext}"))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    std::fs::read(&found[0]).unwrap()
 }

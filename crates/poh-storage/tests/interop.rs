@@ -179,13 +179,15 @@ fn prototype_store_opens_in_ours_and_stays_usable_by_the_prototype() {
     let stats: serde_json::Value = serde_json::from_str(&s.ok(&["stats", "--json"])).unwrap();
     assert_eq!(stats["count"], 2);
     assert_eq!(stats["rows_without_size"], 2);
+    // Reads (list, load, verify, stats) never migrate or write anything.
+    assert_eq!(proto.columns(), ["tx_id", "storage_hash", "timestamp"]);
+
+    // Ours saves into it, migrating it in place.
+    s.ok(&["save", "--tx", &tx_json("q1", 1_700_000_002.0, b"ours")]);
     let cols = proto.columns();
     for c in ["holder_id", "size"] {
         assert!(cols.iter().any(|x| x == c), "migration added {c}: {cols:?}");
     }
-
-    // Ours saves into it.
-    s.ok(&["save", "--tx", &tx_json("q1", 1_700_000_002.0, b"ours")]);
 
     // The prototype still saves (its INSERT OR REPLACE of three columns) and loads
     // both its own txs and ours.

@@ -58,6 +58,9 @@ struct StoreArgs {
     /// Most txs deleted per store transaction.
     #[arg(long, default_value_t = NonZeroUsize::new(DEFAULT_BATCH_SIZE).unwrap_or(NonZeroUsize::MIN))]
     batch_size: NonZeroUsize,
+    /// Longest wait for another process's store lock before a batch fails (e.g. 30s).
+    #[arg(long, env = "POH_LOCK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    lock_timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -127,11 +130,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Opens an existing store; never creates one.
-async fn open_store(a: &StoreArgs) -> Result<StorageManager> {
+/// Opens an existing store; never creates one. A read-only handle (dry runs) changes
+/// nothing under the base or at the database, not even the repair other opens do.
+async fn open_store(a: &StoreArgs, read_only: bool) -> Result<StorageManager> {
     let db = a.db.clone().unwrap_or_else(|| a.base.join("poh.db"));
     let opts = OpenOptions {
         create: false,
+        read_only,
+        lock_timeout: a.lock_timeout,
         ..OpenOptions::default()
     };
     StorageManager::open_with(&a.base, &db, opts)
@@ -146,7 +152,7 @@ async fn open_store(a: &StoreArgs) -> Result<StorageManager> {
 }
 
 async fn scan(a: ScanArgs) -> Result<()> {
-    let store = open_store(&a.store).await?;
+    let store = open_store(&a.store, a.dry_run).await?;
     let mgr =
         TtlManager::new(store.clone(), a.store.ttl)?.with_batch_size(a.store.batch_size.get());
     let (mode, format) = (
@@ -196,7 +202,7 @@ async fn run(a: RunArgs) -> Result<()> {
     // Install the handlers before anything else, so a signal never kills us mid-batch.
     let mut sigterm = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    let store = open_store(&a.store).await?;
+    let store = open_store(&a.store, false).await?;
     let mgr =
         TtlManager::new(store.clone(), a.store.ttl)?.with_batch_size(a.store.batch_size.get());
     let daemon = mgr.spawn(a.interval)?;
