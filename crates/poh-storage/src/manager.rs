@@ -281,6 +281,8 @@ impl StorageManager {
         }
         if opts.read_only {
             payloads.check()?;
+            // Refuses a lock file planted as a link, as writers do; opens nothing else.
+            StoreLock::open_existing(&base, opts.lock_timeout)?;
             return Ok(Self::assemble(
                 backend,
                 payloads,
