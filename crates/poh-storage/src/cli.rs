@@ -715,18 +715,29 @@ impl Importer<'_> {
         out: &mut Out<W>,
     ) -> Result<()> {
         let limits = self.opts.limits();
+        let max_line = max_import_line(self.opts.max_payload);
         let batch_size = self.args.batch_size as usize;
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
+            let n = read_line_bounded(reader, &mut buf, max_line)
                 .with_context(|| format!("cannot read {source} at line {}", self.lines + 1))?;
             if n == 0 {
                 break;
             }
             self.lines += 1;
             self.progress.inc(n as u64);
+            if line_too_long(&buf, max_line) {
+                // Reading stopped at the limit: the rest of the line is never held.
+                let line = self.lines;
+                self.flush(out)?;
+                return Err(anyhow::Error::new(BadInput(format!(
+                    "line is longer than {max_line} bytes, the longest a tx can be when the \
+                     payload limit is {} bytes (--max-payload); reading stopped there",
+                    self.opts.max_payload
+                )))
+                .context(format!("{source} line {line}")));
+            }
             let parsed = std::str::from_utf8(&buf)
                 .map_err(|e| anyhow::Error::new(BadInput(format!("not UTF-8: {e}"))))
                 .and_then(|text| {
@@ -797,6 +808,40 @@ impl Importer<'_> {
         }
         Ok(())
     }
+}
+
+/// Bytes an `import` line may hold besides the base64 of its payload (ids, timestamp,
+/// field names, spacing).
+const IMPORT_LINE_SLACK: usize = 64 * 1024;
+
+/// The longest `import` line (without its newline) for a payload limit of `max_payload`
+/// bytes: the payload's base64 (4 characters per 3 bytes) plus [`IMPORT_LINE_SLACK`].
+pub fn max_import_line(max_payload: usize) -> usize {
+    max_payload
+        .div_ceil(3)
+        .saturating_mul(4)
+        .saturating_add(IMPORT_LINE_SLACK)
+}
+
+/// Appends the next line of `reader` (with its `\n`, if any) to `buf`, reading at most
+/// `max_line + 1` bytes, and returns the number of bytes read (0 at the end of input).
+/// A line longer than `max_line` is cut there and the rest left unread: see
+/// [`line_too_long`].
+fn read_line_bounded(
+    reader: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max_line: usize,
+) -> io::Result<usize> {
+    let cap = u64::try_from(max_line)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    reader.take(cap).read_until(b'\n', buf)
+}
+
+/// True if `line`, as [`read_line_bounded`] returned it, was cut: more than `max_line`
+/// bytes and no newline yet.
+fn line_too_long(line: &[u8], max_line: usize) -> bool {
+    line.len() > max_line && line.last() != Some(&b'\n')
 }
 
 /// Writes `data` to `path` through a temp file in the same directory and a rename, so
@@ -1024,6 +1069,37 @@ mod tests {
         assert_eq!(msg.matches("EOF").count(), 1, "{msg}");
         let e = anyhow!("inner").context("middle").context("outer");
         assert_eq!(error_chain(&e), "outer: middle: inner");
+    }
+
+    #[test]
+    fn import_lines_are_read_up_to_the_limit_and_no_further() {
+        assert_eq!(max_import_line(16), 24 + 64 * 1024);
+        assert_eq!(max_import_line(0), 64 * 1024);
+        assert_eq!(max_import_line(usize::MAX), usize::MAX);
+        let mut input: &[u8] = b"abc\nabcd\nabcde\nxy";
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            buf.clear();
+            let n = read_line_bounded(&mut input, &mut buf, 4).unwrap();
+            if n == 0 {
+                break;
+            }
+            lines.push((
+                String::from_utf8(buf.clone()).unwrap(),
+                line_too_long(&buf, 4),
+            ));
+        }
+        // "abcde" is cut after 5 bytes; what follows is read as the next "line".
+        let want = [
+            ("abc\n", false),
+            ("abcd\n", false),
+            ("abcde", true),
+            ("\n", false),
+            ("xy", false),
+        ];
+        let want: Vec<(String, bool)> = want.iter().map(|(l, t)| ((*l).to_owned(), *t)).collect();
+        assert_eq!(lines, want);
     }
 
     #[test]
