@@ -14,7 +14,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use poh_storage::{OpenOptions, StorageError, StorageManager};
 use poh_ttl::cli::{ExpiredPrinter, OutputFormat};
-use poh_ttl::{DEFAULT_BATCH_SIZE, ScanMode, TtlManager, display_chain, parse_duration};
+use poh_ttl::{
+    DEFAULT_BATCH_SIZE, ScanMode, TtlManager, display_chain, parse_duration, parse_interval,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
@@ -76,8 +78,8 @@ struct ScanArgs {
 struct RunArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Time between passes: seconds or a duration with a unit (1h).
-    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    /// Time between passes: seconds or a duration with a unit (1h); at least 10ms.
+    #[arg(long, value_parser = parse_interval, allow_hyphen_values = true)]
     interval: Duration,
     /// Exit with status 1 after this many failed passes in a row (so a supervisor
     /// restarts the process, which reopens the store); by default retry forever.
