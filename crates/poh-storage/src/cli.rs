@@ -11,7 +11,7 @@
 //! |------|---------|
 //! | 0 | success |
 //! | 1 | any other failure: I/O, database, no store at the given place, ... |
-//! | 2 | usage error or bad input: unknown flag, invalid tx JSON, invalid tx_id, malformed import line |
+//! | 2 | usage error or bad input: unknown flag, invalid tx JSON, invalid tx_id, malformed or over-long import line, a `--db` or `--out` that names one of the store's own files |
 //! | 3 | the tx does not exist (`load`, `delete`); stderr says `tx <id> not found` |
 //! | 4 | integrity problem: `load` of a corrupt or missing payload, `verify` found problems |
 //!
@@ -49,7 +49,8 @@ use crate::{OpenOptions, RecoverReport, Stats, StorageError, StorageManager};
 pub const EXIT_OK: u8 = 0;
 /// Exit status: any failure not listed below (I/O, database, missing store, ...).
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit status: usage error or bad input (flags, tx JSON, tx_id, import line).
+/// Exit status: usage error or bad input (flags, tx JSON, tx_id, import line, a path
+/// onto the store's own files).
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status: the tx does not exist.
 pub const EXIT_NOT_FOUND: u8 = 3;
@@ -65,7 +66,8 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  success
   1  failure (I/O, database, no store at --base/--db, ...)
-  2  usage error or bad input (unknown flag, invalid tx JSON or tx_id, malformed import line)
+  2  usage error or bad input (unknown flag, invalid tx JSON or tx_id, malformed or
+     over-long import line, --db or --out naming one of the store's own files)
   3  tx not found (load, delete)
   4  integrity problem (load of a corrupt or missing payload; verify found problems)
 
@@ -229,7 +231,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 StorageError::Integrity { .. } | StorageError::PayloadMissing { .. } => {
                     return EXIT_INTEGRITY;
                 }
-                StorageError::Invalid(_) => return EXIT_USAGE,
+                StorageError::Invalid(_) | StorageError::BadPath { .. } => return EXIT_USAGE,
                 _ => {}
             }
         }
@@ -1055,6 +1057,14 @@ mod tests {
             detail: "d".into(),
         };
         assert_eq!(exit_code(&anyhow::Error::new(integ)), EXIT_INTEGRITY);
+        let bad_path = StorageError::BadPath {
+            path: "data/.tmp/poh.db".into(),
+            why: "w".into(),
+        };
+        assert_eq!(
+            exit_code(&anyhow::Error::new(bad_path).context("cannot open")),
+            EXIT_USAGE
+        );
         assert_eq!(exit_code(&anyhow!("other")), EXIT_FAILURE);
     }
 

@@ -140,6 +140,7 @@ impl StorageManager {
     }
 
     fn open_blocking(base: PathBuf, db: PathBuf, opts: OpenOptions) -> Result<Self> {
+        crate::names::check_db_path(&base, &db)?;
         if !opts.create {
             match std::fs::metadata(&base) {
                 Ok(m) if m.is_dir() => {}
