@@ -156,8 +156,9 @@ pub enum Command {
         /// The tx to load.
         #[arg(long, value_name = "ID")]
         tx_id: TxId,
-        /// Write the raw payload to FILE (atomically) instead of printing JSON.
-        #[arg(long, value_name = "FILE")]
+        /// Write the raw payload to FILE (atomically, mode 0600), or to stdout with `-`,
+        /// instead of printing JSON. The store's own files are refused.
+        #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
         out: Option<PathBuf>,
     },
     /// Delete a tx (metadata row, then payload file).
@@ -308,7 +309,11 @@ impl<W: Write> Out<W> {
     }
 
     fn put(&mut self, s: &str) -> Result<()> {
-        self.0.write_all(s.as_bytes()).map_err(Self::map)
+        self.bytes(s.as_bytes())
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> Result<()> {
+        self.0.write_all(b).map_err(Self::map)
     }
 
     fn line(&mut self, s: &str) -> Result<()> {
@@ -452,11 +457,22 @@ fn cmd_load<W: Write>(
     file: Option<&Path>,
     out: &mut Out<W>,
 ) -> Result<()> {
+    let to_stdout = file == Some(Path::new("-"));
+    // `-` is stdout; any other output must not be one of the store's own files (checked
+    // before the store is opened, so a refusal changes nothing).
+    let file = file.filter(|p| *p != Path::new("-"));
+    if let Some(path) = file {
+        crate::names::check_output_path(&opts.base, &opts.db_path(), path)
+            .context("invalid --out")?;
+    }
     let tx = with_store(opts, Access::Existing, |rt, sm| {
         rt.call(sm.load(id))
             .with_context(|| format!("cannot load tx {id}"))
     })?
     .ok_or_else(|| TxNotFound(id.to_string()))?;
+    if to_stdout {
+        return out.bytes(&tx.payload);
+    }
     match file {
         Some(path) => {
             write_file_atomically(path, &tx.payload)?;
@@ -862,9 +878,12 @@ fn write_file_atomically(path: &Path, data: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let res = (|| -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Payloads may be private: the file is readable by its owner only.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;

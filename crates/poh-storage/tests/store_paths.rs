@@ -3,11 +3,13 @@
 //! `<base>/<x>.bin` or on the base directory itself (where the store would delete or
 //! overwrite its own database), and a `load --out` onto the database, its `-wal`/`-shm`/
 //! `-journal` files or any name the store manages. Paths are compared after resolving
-//! `..`, relative paths and symbolic links.
+//! `..`, relative paths and symbolic links. Also: `load --out -` writes the raw payload to
+//! stdout, and `load --out FILE` creates FILE with mode 0600.
 
 mod common;
 
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
 
 use common::cli::{Scratch, assert_same_files, tx_json};
 
@@ -182,4 +184,104 @@ fn the_library_refuses_a_db_among_the_stores_own_names() {
         );
         assert!(!base.exists(), "{}: the store was created", db.display());
     }
+}
+
+/// `load --out` targets that are the store's own files, each with a word of the reason.
+fn bad_outs() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("data/poh.db", "metadata database"),
+        ("data/poh.db-wal", "metadata database"),
+        ("data/poh.db-shm", "metadata database"),
+        ("data/poh.db-journal", "metadata database"),
+        ("link/poh.db", "metadata database"),
+        ("data/x/../poh.db", "metadata database"),
+        ("data/a2.bin", "payload file name"),
+        ("data/new.bin", "payload file name"),
+        ("link/a2.bin", "payload file name"),
+        ("./data/./a2.bin", "payload file name"),
+        ("data/.tmp/out", "temp directory"),
+        ("data/.quarantine/out", "quarantine directory"),
+        ("data/.poh.lock", "lock file"),
+        ("data", "base directory"),
+    ]
+}
+
+#[test]
+fn load_out_onto_the_stores_own_files_is_refused_and_nothing_changes() {
+    let s = fixture();
+    let before = s.snapshot();
+    for (out, why) in bad_outs() {
+        let args = ["load", "--tx-id", "a1", "--out", out];
+        expect_refused(&s, &args, out, &["output file", why]);
+        assert_same_files(&before, &s.snapshot(), &format!("{args:?}"));
+    }
+    // With the database elsewhere, its files are refused and a payload-free name in the
+    // base is not.
+    s.ok(&[
+        "--db",
+        "meta.db",
+        "save",
+        "--tx",
+        &tx_json("m", 1.0, b"in meta.db"),
+    ]);
+    let before = s.snapshot();
+    for out in ["meta.db", "meta.db-wal", "./meta.db-journal"] {
+        let args = ["--db", "meta.db", "load", "--tx-id", "m", "--out", out];
+        expect_refused(&s, &args, out, &["output file", "metadata database"]);
+        assert_same_files(&before, &s.snapshot(), &format!("{args:?}"));
+    }
+    // A name in the base that is not the database in use nor a payload name is fine.
+    s.ok(&[
+        "--db",
+        "meta.db",
+        "load",
+        "--tx-id",
+        "m",
+        "--out",
+        "data/m.out",
+    ]);
+    assert_eq!(
+        std::fs::read(s.base().join("m.out")).unwrap(),
+        b"in meta.db"
+    );
+}
+
+#[test]
+fn load_out_dash_writes_the_raw_payload_to_stdout() {
+    let s = fixture();
+    let payload: Vec<u8> = (0..=255u8).chain([0, b'\n', 0xff]).collect();
+    s.save("bin", 3.0, &payload);
+    let (code, stdout, stderr) = run(&s, &["load", "--tx-id", "bin", "--out", "-"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, payload);
+    assert!(!s.path().join("-").exists(), "wrote a file named -");
+    // A missing tx still exits 3 and prints nothing.
+    let (code, stdout, _) = run(&s, &["load", "--tx-id", "nope", "--out", "-"]);
+    assert_eq!((code, stdout.is_empty()), (Some(3), true));
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn load_out_file_is_created_with_mode_0600() {
+    let s = fixture();
+    let out = s.path().join("payload.out");
+    s.ok(&["load", "--tx-id", "a1", "--out", "payload.out"]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"payload one");
+    assert_eq!(mode(&out), 0o600, "new file");
+    // Replacing an existing file (temp file + rename) also leaves a 0600 file.
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s.ok(&["load", "--tx-id", "a2", "--out", "payload.out"]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"payload two");
+    assert_eq!(mode(&out), 0o600, "replaced file");
+    let names: Vec<_> = std::fs::read_dir(s.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".tmp")),
+        "temp file left: {names:?}"
+    );
 }
