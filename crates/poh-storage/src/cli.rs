@@ -1104,6 +1104,7 @@ mod tests {
     fn import_lines_are_read_up_to_the_limit_and_no_further() {
         assert_eq!(max_import_line(16), 24 + 64 * 1024);
         assert_eq!(max_import_line(0), 64 * 1024);
+        assert_eq!(max_import_line(64 << 20), 89_544_024); // as the README says
         assert_eq!(max_import_line(usize::MAX), usize::MAX);
         let mut input: &[u8] = b"abc\nabcd\nabcde\nxy";
         let mut buf = Vec::new();
