@@ -158,7 +158,7 @@ pub enum Command {
         tx_id: TxId,
         /// Write the raw payload to FILE (atomically, mode 0600), or to stdout with `-`,
         /// instead of printing JSON. The store's own files are refused.
-        #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
+        #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
     /// Delete a tx (metadata row, then payload file).
