@@ -11,7 +11,7 @@
 //! |------|---------|
 //! | 0 | success |
 //! | 1 | any other failure: I/O, database, no store at the given place, ... |
-//! | 2 | usage error or bad input: unknown flag, invalid tx JSON, invalid tx_id, malformed import line |
+//! | 2 | usage error or bad input: unknown flag, invalid tx JSON, invalid tx_id, malformed or over-long import line, a `--db` or `--out` that names one of the store's own files |
 //! | 3 | the tx does not exist (`load`, `delete`); stderr says `tx <id> not found` |
 //! | 4 | integrity problem: `load` of a corrupt or missing payload, `verify` found problems |
 //!
@@ -49,7 +49,8 @@ use crate::{OpenOptions, RecoverReport, Stats, StorageError, StorageManager};
 pub const EXIT_OK: u8 = 0;
 /// Exit status: any failure not listed below (I/O, database, missing store, ...).
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit status: usage error or bad input (flags, tx JSON, tx_id, import line).
+/// Exit status: usage error or bad input (flags, tx JSON, tx_id, import line, a path
+/// onto the store's own files).
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status: the tx does not exist.
 pub const EXIT_NOT_FOUND: u8 = 3;
@@ -65,7 +66,8 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  success
   1  failure (I/O, database, no store at --base/--db, ...)
-  2  usage error or bad input (unknown flag, invalid tx JSON or tx_id, malformed import line)
+  2  usage error or bad input (unknown flag, invalid tx JSON or tx_id, malformed or
+     over-long import line, --db or --out naming one of the store's own files)
   3  tx not found (load, delete)
   4  integrity problem (load of a corrupt or missing payload; verify found problems)
 
@@ -169,7 +171,8 @@ pub enum Command {
         /// The tx to load.
         #[arg(long, value_name = "ID")]
         tx_id: TxId,
-        /// Write the raw payload to FILE (atomically) instead of printing JSON.
+        /// Write the raw payload to FILE (atomically, mode 0600), or to stdout with `-`,
+        /// instead of printing JSON. The store's own files are refused.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
@@ -244,7 +247,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 StorageError::Integrity { .. } | StorageError::PayloadMissing { .. } => {
                     return EXIT_INTEGRITY;
                 }
-                StorageError::Invalid(_) => return EXIT_USAGE,
+                StorageError::Invalid(_) | StorageError::BadPath { .. } => return EXIT_USAGE,
                 _ => {}
             }
         }
@@ -321,7 +324,11 @@ impl<W: Write> Out<W> {
     }
 
     fn put(&mut self, s: &str) -> Result<()> {
-        self.0.write_all(s.as_bytes()).map_err(Self::map)
+        self.bytes(s.as_bytes())
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> Result<()> {
+        self.0.write_all(b).map_err(Self::map)
     }
 
     fn line(&mut self, s: &str) -> Result<()> {
@@ -467,11 +474,22 @@ fn cmd_load<W: Write>(
     file: Option<&Path>,
     out: &mut Out<W>,
 ) -> Result<()> {
+    let to_stdout = file == Some(Path::new("-"));
+    // `-` is stdout; any other output must not be one of the store's own files (checked
+    // before the store is opened, so a refusal changes nothing).
+    let file = file.filter(|p| *p != Path::new("-"));
+    if let Some(path) = file {
+        crate::names::check_output_path(&opts.base, &opts.db_path(), path)
+            .context("invalid --out")?;
+    }
     let tx = with_store(opts, Access::Read, |rt, sm| {
         rt.call(sm.load(id))
             .with_context(|| format!("cannot load tx {id}"))
     })?
     .ok_or_else(|| TxNotFound(id.to_string()))?;
+    if to_stdout {
+        return out.bytes(&tx.payload);
+    }
     match file {
         Some(path) => {
             write_file_atomically(path, &tx.payload)?;
@@ -732,18 +750,29 @@ impl Importer<'_> {
         out: &mut Out<W>,
     ) -> Result<()> {
         let limits = self.opts.limits();
+        let max_line = max_import_line(self.opts.max_payload);
         let batch_size = self.args.batch_size as usize;
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
+            let n = read_line_bounded(reader, &mut buf, max_line)
                 .with_context(|| format!("cannot read {source} at line {}", self.lines + 1))?;
             if n == 0 {
                 break;
             }
             self.lines += 1;
             self.progress.inc(n as u64);
+            if line_too_long(&buf, max_line) {
+                // Reading stopped at the limit: the rest of the line is never held.
+                let line = self.lines;
+                self.flush(out)?;
+                return Err(anyhow::Error::new(BadInput(format!(
+                    "line is longer than {max_line} bytes, the longest a tx can be when the \
+                     payload limit is {} bytes (--max-payload); reading stopped there",
+                    self.opts.max_payload
+                )))
+                .context(format!("{source} line {line}")));
+            }
             let parsed = std::str::from_utf8(&buf)
                 .map_err(|e| anyhow::Error::new(BadInput(format!("not UTF-8: {e}"))))
                 .and_then(|text| {
@@ -816,6 +845,40 @@ impl Importer<'_> {
     }
 }
 
+/// Bytes an `import` line may hold besides the base64 of its payload (ids, timestamp,
+/// field names, spacing).
+const IMPORT_LINE_SLACK: usize = 64 * 1024;
+
+/// The longest `import` line (without its newline) for a payload limit of `max_payload`
+/// bytes: the payload's base64 (4 characters per 3 bytes) plus [`IMPORT_LINE_SLACK`].
+pub fn max_import_line(max_payload: usize) -> usize {
+    max_payload
+        .div_ceil(3)
+        .saturating_mul(4)
+        .saturating_add(IMPORT_LINE_SLACK)
+}
+
+/// Appends the next line of `reader` (with its `\n`, if any) to `buf`, reading at most
+/// `max_line + 1` bytes, and returns the number of bytes read (0 at the end of input).
+/// A line longer than `max_line` is cut there and the rest left unread: see
+/// [`line_too_long`].
+fn read_line_bounded(
+    reader: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max_line: usize,
+) -> io::Result<usize> {
+    let cap = u64::try_from(max_line)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    reader.take(cap).read_until(b'\n', buf)
+}
+
+/// True if `line`, as [`read_line_bounded`] returned it, was cut: more than `max_line`
+/// bytes and no newline yet.
+fn line_too_long(line: &[u8], max_line: usize) -> bool {
+    line.len() > max_line && line.last() != Some(&b'\n')
+}
+
 /// Writes `data` to `path` through a temp file in the same directory and a rename, so
 /// `path` is never seen half-written.
 fn write_file_atomically(path: &Path, data: &[u8]) -> Result<()> {
@@ -832,9 +895,12 @@ fn write_file_atomically(path: &Path, data: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let res = (|| -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Payloads may be private: the file is readable by its owner only.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
@@ -1027,6 +1093,14 @@ mod tests {
             detail: "d".into(),
         };
         assert_eq!(exit_code(&anyhow::Error::new(integ)), EXIT_INTEGRITY);
+        let bad_path = StorageError::BadPath {
+            path: "data/.tmp/poh.db".into(),
+            why: "w".into(),
+        };
+        assert_eq!(
+            exit_code(&anyhow::Error::new(bad_path).context("cannot open")),
+            EXIT_USAGE
+        );
         assert_eq!(exit_code(&anyhow!("other")), EXIT_FAILURE);
     }
 
@@ -1041,6 +1115,38 @@ mod tests {
         assert_eq!(msg.matches("EOF").count(), 1, "{msg}");
         let e = anyhow!("inner").context("middle").context("outer");
         assert_eq!(error_chain(&e), "outer: middle: inner");
+    }
+
+    #[test]
+    fn import_lines_are_read_up_to_the_limit_and_no_further() {
+        assert_eq!(max_import_line(16), 24 + 64 * 1024);
+        assert_eq!(max_import_line(0), 64 * 1024);
+        assert_eq!(max_import_line(64 << 20), 89_544_024); // as the README says
+        assert_eq!(max_import_line(usize::MAX), usize::MAX);
+        let mut input: &[u8] = b"abc\nabcd\nabcde\nxy";
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            buf.clear();
+            let n = read_line_bounded(&mut input, &mut buf, 4).unwrap();
+            if n == 0 {
+                break;
+            }
+            lines.push((
+                String::from_utf8(buf.clone()).unwrap(),
+                line_too_long(&buf, 4),
+            ));
+        }
+        // "abcde" is cut after 5 bytes; what follows is read as the next "line".
+        let want = [
+            ("abc\n", false),
+            ("abcd\n", false),
+            ("abcde", true),
+            ("\n", false),
+            ("xy", false),
+        ];
+        let want: Vec<(String, bool)> = want.iter().map(|(l, t)| ((*l).to_owned(), *t)).collect();
+        assert_eq!(lines, want);
     }
 
     #[test]

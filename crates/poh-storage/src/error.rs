@@ -78,6 +78,18 @@ pub enum StorageError {
         why: String,
     },
 
+    /// A path given for the store names one of the files the store manages itself (for
+    /// example a database inside `<base>/.tmp/`, or an output file onto the database), so
+    /// using it would destroy the store or the file; nothing was touched. See
+    /// [`crate::names`].
+    #[error("refusing {}: {why}", path.display())]
+    BadPath {
+        /// The path as given.
+        path: PathBuf,
+        /// Why it is refused: what it is to the store.
+        why: String,
+    },
+
     /// An earlier fsync or finalising step failed, so what the disk holds is uncertain.
     /// The store refuses writes until it is closed and reopened (reopening runs repair).
     #[error(

@@ -11,6 +11,8 @@
 //!   recover, stats, close).
 //! - [`writer`]: the writer thread and its group-commit save protocol.
 //! - [`payload`]: payload file names, temp and quarantine folders, hashing.
+//! - [`names`]: the names the store manages, and refusing a database or output path
+//!   that would land on them.
 //! - [`meta`]: the [`MetaStore`] interface and its SQLite implementation, with migration.
 //! - [`recover`]: recovery and verification reports.
 //! - [`fs`]: the narrow [`FileSystem`] trait and the real implementation.
@@ -33,6 +35,7 @@ pub mod fs;
 pub mod lock;
 pub mod manager;
 pub mod meta;
+pub mod names;
 mod par;
 pub mod payload;
 pub mod recover;

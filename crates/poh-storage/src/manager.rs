@@ -244,6 +244,7 @@ impl StorageManager {
     }
 
     fn open_blocking(base: PathBuf, db: PathBuf, opts: OpenOptions) -> Result<Self> {
+        crate::names::check_db_path(&base, &db)?;
         let payloads = PayloadStore::new(opts.fs.clone(), &base);
         let create = opts.create && !opts.read_only;
         let backend: Arc<dyn MetaBackend> = match &opts.meta {

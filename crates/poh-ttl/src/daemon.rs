@@ -19,6 +19,11 @@ use crate::error::{Result, TtlError, display_chain};
 use crate::manager::{ScanMode, ScanSummary, TtlManager, stop_requested};
 use crate::target::ExpiryTarget;
 
+/// The shortest interval between passes the daemon accepts (10 ms). Shorter ones are
+/// almost certainly a mistake (`1e-9` seconds ran thousands of passes a second, each one
+/// taking the store lock); a pass that finds nothing costs well under this.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
 /// What the daemon has done so far.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DaemonStats {
@@ -115,12 +120,13 @@ impl DaemonHandle {
 impl<T: ExpiryTarget> TtlManager<T> {
     /// Runs a pass now and then at every `interval` on a new tokio task, until the
     /// returned handle's [`shutdown`](DaemonHandle::shutdown). A pass that runs late
-    /// delays the next tick rather than bunching ticks up. A zero interval is refused.
+    /// delays the next tick rather than bunching ticks up. An interval shorter than
+    /// [`MIN_INTERVAL`] is refused.
     ///
     /// # Panics
     /// Outside a tokio runtime, like [`tokio::spawn`].
     pub fn spawn(self, interval: Duration) -> Result<DaemonHandle> {
-        if interval.is_zero() {
+        if interval < MIN_INTERVAL {
             return Err(TtlError::InvalidInterval);
         }
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,8 +1,11 @@
 //! Parsing TTLs and intervals: plain seconds as the prototype took them (`3600`, `0.5`)
 //! or human forms (`90s`, `1h`, `7d`, `1h 30m`). Zero, negative and non-finite values are
-//! refused, since a zero TTL would expire everything up to "now".
+//! refused, since a zero TTL would expire everything up to "now". A daemon interval must
+//! also be at least [`MIN_INTERVAL`] ([`parse_interval`]).
 
 use std::time::Duration;
+
+use crate::daemon::MIN_INTERVAL;
 
 /// A duration that could not be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -29,6 +32,17 @@ pub enum DurationError {
     OutOfRange {
         /// What was given.
         input: String,
+    },
+    /// Positive, but shorter than the daemon allows between passes.
+    #[error(
+        "{input:?}: the interval must be at least {}, so the daemon does not run pass after pass",
+        humantime::format_duration(*min)
+    )]
+    TooShort {
+        /// What was given.
+        input: String,
+        /// The shortest interval allowed.
+        min: Duration,
     },
 }
 
@@ -63,6 +77,19 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     if d.is_zero() {
         return Err(DurationError::NotPositive {
             input: input.into(),
+        });
+    }
+    Ok(d)
+}
+
+/// Parses a daemon interval: a duration as for [`parse_duration`], at least
+/// [`MIN_INTERVAL`] (10 ms).
+pub fn parse_interval(input: &str) -> Result<Duration, DurationError> {
+    let d = parse_duration(input)?;
+    if d < MIN_INTERVAL {
+        return Err(DurationError::TooShort {
+            input: input.into(),
+            min: MIN_INTERVAL,
         });
     }
     Ok(d)
@@ -124,6 +151,23 @@ mod tests {
         assert!(matches!(
             parse_duration("1e300"),
             Err(DurationError::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn intervals_under_10ms_are_refused() {
+        for s in ["1e-9", "0.001", "0.0099999", "9ms", "1ns", "9999us"] {
+            let e = parse_interval(s).unwrap_err();
+            assert!(matches!(e, DurationError::TooShort { .. }), "{s}: {e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains(s) && msg.contains("at least 10ms"), "{msg}");
+        }
+        assert_eq!(parse_interval("0.01"), Ok(MIN_INTERVAL));
+        assert_eq!(parse_interval("10ms"), Ok(MIN_INTERVAL));
+        assert_eq!(parse_interval("1h"), Ok(Duration::from_secs(3600)));
+        assert!(matches!(
+            parse_interval("0"),
+            Err(DurationError::NotPositive { .. })
         ));
     }
 

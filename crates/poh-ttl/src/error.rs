@@ -14,8 +14,11 @@ pub enum TtlError {
         secs: f64,
     },
 
-    /// The daemon interval is zero.
-    #[error("the daemon interval must be greater than zero")]
+    /// The daemon interval is shorter than [`MIN_INTERVAL`](crate::daemon::MIN_INTERVAL).
+    #[error(
+        "the daemon interval must be at least {}",
+        humantime::format_duration(crate::daemon::MIN_INTERVAL)
+    )]
     InvalidInterval,
 
     /// A pass failed part-way. Batches committed before the failure stay deleted (each

@@ -13,7 +13,8 @@
 //! - [`target`]: [`ExpiryTarget`], the two store operations a pass needs (implemented for
 //!   [`StorageManager`]; tests substitute failing or instrumented targets).
 //! - [`clock`]: [`Clock`] and its implementations: system, manual, and tokio-time.
-//! - [`duration`]: parsing `3600`, `0.5`, `1h`, `7d` into a positive [`std::time::Duration`].
+//! - [`duration`]: parsing `3600`, `0.5`, `1h`, `7d` into a positive [`std::time::Duration`]
+//!   (and daemon intervals, at least [`MIN_INTERVAL`]).
 //! - [`cli`]: output formats of the `poh-ttl` binary (`Expired: [...]`, JSON), streamed.
 //! - [`error`]: [`TtlError`], and [`display_chain`] for one-line messages.
 //!
@@ -51,8 +52,8 @@ pub mod manager;
 pub mod target;
 
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
-pub use daemon::{DaemonHandle, DaemonStats};
-pub use duration::{DurationError, parse_duration};
+pub use daemon::{DaemonHandle, DaemonStats, MIN_INTERVAL};
+pub use duration::{DurationError, parse_duration, parse_interval};
 pub use error::{Result, TtlError, display_chain};
 pub use manager::{DEFAULT_BATCH_SIZE, ScanMode, ScanReport, ScanSummary, TtlManager};
 pub use poh_storage::StorageManager;

@@ -7,23 +7,99 @@ use serde::{Deserialize, Serialize};
 
 use crate::tx::{Limits, Tx, TxError};
 
-/// The wire form, field for field. Unknown fields are rejected so that a typo such as
-/// `"holderid"` is an error rather than a silently empty field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The wire form, field for field. Only a JSON object decodes to it (serde's derived
+/// structs would also take an array of the four values in order, which names no field).
+/// Unknown fields are rejected so that a typo such as `"holderid"` is an error rather
+/// than a silently empty field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TxJson {
     /// Transaction id.
-    #[serde(deserialize_with = "de_tx_id")]
     pub tx_id: String,
     /// Holder id.
-    #[serde(deserialize_with = "de_holder_id")]
     pub holder_id: String,
     /// UNIX seconds.
-    #[serde(deserialize_with = "de_timestamp")]
     pub timestamp: f64,
     /// Standard base64 of the payload.
-    #[serde(deserialize_with = "de_payload")]
     pub payload: String,
+}
+
+/// The fields of [`TxJson`] as decoded from the entries of a JSON object.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields {
+    #[serde(deserialize_with = "de_tx_id")]
+    tx_id: String,
+    #[serde(deserialize_with = "de_holder_id")]
+    holder_id: String,
+    #[serde(deserialize_with = "de_timestamp")]
+    timestamp: f64,
+    #[serde(deserialize_with = "de_payload")]
+    payload: String,
+}
+
+impl<'de> Deserialize<'de> for TxJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectOnly)
+    }
+}
+
+/// Accepts a JSON object (decoded as [`Fields`]) and refuses every other JSON value,
+/// naming what was given.
+struct ObjectOnly;
+
+/// The refusal of a JSON value that is not an object.
+fn not_an_object<E: serde::de::Error>(got: impl std::fmt::Display) -> E {
+    E::custom(format!("a transaction must be a JSON object, got {got}"))
+}
+
+impl<'de> serde::de::Visitor<'de> for ObjectOnly {
+    type Value = TxJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a transaction as a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TxJson, A::Error> {
+        let f = Fields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(TxJson {
+            tx_id: f.tx_id,
+            holder_id: f.holder_id,
+            timestamp: f.timestamp,
+            payload: f.payload,
+        })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<TxJson, A::Error> {
+        Err(not_an_object("an array"))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<TxJson, E> {
+        Err(not_an_object("null"))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<TxJson, E> {
+        Err(not_an_object("null"))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<TxJson, E> {
+        Err(not_an_object(format_args!("the boolean {v}")))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TxJson, E> {
+        Err(not_an_object(format_args!("the number {v}")))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TxJson, E> {
+        Err(not_an_object(format_args!("the number {v}")))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<TxJson, E> {
+        Err(not_an_object(format_args!("the number {v}")))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<TxJson, E> {
+        Err(not_an_object("a string"))
+    }
 }
 
 /// Names a JSON value's type for messages.
@@ -225,6 +301,40 @@ mod tests {
             let e = Tx::from_json(input, &lim()).unwrap_err().to_string();
             assert!(e.contains(word), "{input}: {e:?} should mention {word:?}");
         }
+    }
+
+    #[test]
+    fn only_a_json_object_is_a_transaction() {
+        // serde's derived structs also accept a sequence of the fields in order; a tx
+        // must name its fields.
+        let cases: &[(&str, &str)] = &[
+            (r#"["id","h",1700000000,"aGk="]"#, "got an array"),
+            (r#"  ["id","h",1700000000,"aGk="]"#, "got an array"),
+            ("[]", "got an array"),
+            ("null", "got null"),
+            ("true", "got the boolean true"),
+            ("12", "got the number 12"),
+            ("-1.5", "got the number -1.5"),
+            (r#""tx""#, "got a string"),
+        ];
+        for (input, got) in cases {
+            let e = Tx::from_json(input, &lim()).unwrap_err();
+            assert!(matches!(e, JsonError::Syntax(_)), "{input}: {e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("a transaction must be a JSON object") && msg.contains(got),
+                "{input}: {msg:?} should say it must be an object and mention {got:?}"
+            );
+            // The wire type refuses it too, for callers that decode it themselves.
+            assert!(serde_json::from_str::<TxJson>(input).is_err(), "{input}");
+        }
+        // The object form with the same values is fine, also with surrounding whitespace.
+        let tx = Tx::from_json(
+            " {\"tx_id\":\"id\",\"holder_id\":\"h\",\"timestamp\":1700000000,\"payload\":\"aGk=\"}\n",
+            &lim(),
+        )
+        .unwrap();
+        assert_eq!(tx.payload, b"hi");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! or periodically (`run`, a daemon that stops cleanly on SIGINT/SIGTERM).
 //!
 //! Exit codes: 0 success; 1 the pass or the daemon failed; 2 bad arguments (including a
-//! zero or negative TTL/interval); 3 no store at the given location.
+//! zero or negative TTL/interval, an interval under 10 ms, a `--db` among the store's own
+//! names); 3 no store at the given location.
 
 use std::io::{self, BufWriter, IsTerminal};
 use std::num::{NonZeroU64, NonZeroUsize};
@@ -14,12 +15,17 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use poh_storage::{OpenOptions, StorageError, StorageManager};
 use poh_ttl::cli::{ExpiredPrinter, OutputFormat};
-use poh_ttl::{DEFAULT_BATCH_SIZE, ScanMode, TtlManager, display_chain, parse_duration};
+use poh_ttl::{
+    DEFAULT_BATCH_SIZE, ScanMode, TtlManager, display_chain, parse_duration, parse_interval,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 const EXIT_FAILURE: u8 = 1;
+/// Bad arguments; clap exits with it for what it parses, and so do we for a `--db` the
+/// storage library refuses.
+const EXIT_USAGE: u8 = 2;
 const EXIT_NO_STORE: u8 = 3;
 
 #[derive(Parser, Debug)]
@@ -79,8 +85,8 @@ struct ScanArgs {
 struct RunArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Time between passes: seconds or a duration with a unit (1h).
-    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    /// Time between passes: seconds or a duration with a unit (1h); at least 10ms.
+    #[arg(long, value_parser = parse_interval, allow_hyphen_values = true)]
     interval: Duration,
     /// Exit with status 1 after this many failed passes in a row (so a supervisor
     /// restarts the process, which reopens the store); by default retry forever.
@@ -118,14 +124,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("poh-ttl: error: {}", display_chain(e.as_ref()));
-            let no_store = e
-                .chain()
-                .any(|c| matches!(c.downcast_ref(), Some(StorageError::NotFound { .. })));
-            ExitCode::from(if no_store {
+            let storage = || e.chain().filter_map(|c| c.downcast_ref::<StorageError>());
+            let code = if storage().any(|s| matches!(s, StorageError::BadPath { .. })) {
+                EXIT_USAGE
+            } else if storage().any(|s| matches!(s, StorageError::NotFound { .. })) {
                 EXIT_NO_STORE
             } else {
                 EXIT_FAILURE
-            })
+            };
+            ExitCode::from(code)
         }
     }
 }
