@@ -412,3 +412,35 @@ fn scan_prints_what_the_prototype_prints() {
         assert_eq!(ids_in(&ours), set(["fresh"]));
     }
 }
+
+/// A symbolic link planted at `.tmp` (to a directory outside the store, holding a file
+/// named like a temp) is refused by a scan and a dry run, naming it; the target is
+/// untouched.
+#[test]
+fn a_link_planted_at_tmp_is_refused_and_never_followed() {
+    let dir = mixed_store();
+    let (base, _) = paths(&dir);
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("old-a.1-0.tmp"), b"not the store's").unwrap();
+    std::fs::remove_dir(base.join(".tmp")).unwrap();
+    std::os::unix::fs::symlink(&outside, base.join(".tmp")).unwrap();
+    let before = files_under(&outside);
+    for dry in [true, false] {
+        let mut cmd = bin();
+        cmd.arg("scan")
+            .args(store_args(&dir))
+            .args(["--ttl", "3600"]);
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        cmd.assert()
+            .failure()
+            .stderr(predicate::str::contains(".tmp"));
+        assert_eq!(
+            files_under(&outside),
+            before,
+            "dry run {dry}: the target changed"
+        );
+    }
+}
