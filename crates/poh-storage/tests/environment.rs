@@ -27,6 +27,21 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// One run of every `poh-storage` command on tx `a` (and a save of `save`).
+fn every_command(save: &str) -> Vec<Vec<&str>> {
+    vec![
+        vec!["list"],
+        vec!["load", "--tx-id", "a"],
+        vec!["stats"],
+        vec!["verify"],
+        vec!["recover"],
+        vec!["recover", "--dry-run"],
+        vec!["delete", "--tx-id", "a"],
+        vec!["save", "--tx", save],
+        vec!["init"],
+    ]
+}
+
 /// Asserts a run failed with `code` and that stderr mentions every word.
 fn failed(o: &Output, code: i32, words: &[&str], ctx: &str) {
     let err = stderr(o);
@@ -105,17 +120,7 @@ fn an_emptied_database_beside_payloads_is_refused_by_every_command() {
     std::fs::write(s.base().join("poh.db"), b"").expect("empty the database");
     let before = s.snapshot();
     let save = tx_json("c", 3.0, b"gamma");
-    for args in [
-        vec!["list"],
-        vec!["load", "--tx-id", "a"],
-        vec!["stats"],
-        vec!["verify"],
-        vec!["recover"],
-        vec!["recover", "--dry-run"],
-        vec!["delete", "--tx-id", "a"],
-        vec!["save", "--tx", save.as_str()],
-        vec!["init"],
-    ] {
+    for args in every_command(&save) {
         let o = run(&s, &args);
         failed(&o, 1, &["not a poh store", "poh.db"], &format!("{args:?}"));
         assert_same_files(&before, &s.snapshot(), &format!("{args:?}"));
@@ -210,17 +215,7 @@ fn links_planted_at_the_stores_own_names_are_refused_never_followed() {
         symlink(&target, &planted).expect("plant link");
         let outside = snapshot(&target);
         let save = tx_json("b", 2.0, b"beta");
-        for args in [
-            vec!["list"],
-            vec!["load", "--tx-id", "a"],
-            vec!["stats"],
-            vec!["verify"],
-            vec!["recover"],
-            vec!["recover", "--dry-run"],
-            vec!["delete", "--tx-id", "a"],
-            vec!["save", "--tx", save.as_str()],
-            vec!["init"],
-        ] {
+        for args in every_command(&save) {
             let o = run(&s, &args);
             let ctx = format!("{name}: {args:?}");
             assert_ne!(o.status.code(), Some(0), "{ctx}: accepted: {}", stderr(&o));
