@@ -52,6 +52,7 @@ fn test_name() -> String {
 ///
 /// `what` names the prerequisite ("root with loop devices"); `check` is its value, or
 /// why it is missing, ideally with what to install or set.
+#[track_caller]
 pub fn prerequisite<T>(what: &str, check: Result<T, String>) -> Option<T> {
     decide(
         &test_name(),
@@ -62,6 +63,7 @@ pub fn prerequisite<T>(what: &str, check: Result<T, String>) -> Option<T> {
     )
 }
 
+#[track_caller]
 fn decide<T>(
     test: &str,
     what: &str,
@@ -166,6 +168,7 @@ pub fn check_seedref() -> Result<PathBuf, String> {
 }
 
 /// The prototype's Python model (see [`check_seedref`]), as a [`prerequisite`].
+#[track_caller]
 pub fn seedref() -> Option<PathBuf> {
     prerequisite(
         "the prototype's Python model (python3 with aiofiles and aiosqlite)",
@@ -217,6 +220,7 @@ pub fn check_root_with_loop() -> Result<(), String> {
 
 /// Root with loop devices, `mkfs.ext4` and `mount` (see [`check_root_with_loop`]), as a
 /// [`prerequisite`].
+#[track_caller]
 pub fn root_with_loop() -> Option<()> {
     prerequisite(
         "root with loop devices, mkfs.ext4 and mount",
