@@ -338,7 +338,14 @@ impl Saver {
                     c.stdout.take().expect("stdout"),
                     c.stderr.take().expect("stderr"),
                 );
-                *slot.lock().expect("slot") = Some(c);
+                {
+                    let mut slot = slot.lock().expect("slot");
+                    // Started after the test's kill looked: this one ends here too.
+                    if stop2.load(Ordering::SeqCst) {
+                        let _ = c.kill();
+                    }
+                    *slot = Some(c);
+                }
                 let (mut stdout, mut stderr) = (String::new(), String::new());
                 let _ = out.read_to_string(&mut stdout);
                 let _ = err.read_to_string(&mut stderr);
