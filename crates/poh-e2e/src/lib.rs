@@ -1,3 +1,4 @@
 //! End-to-end tests of poh-store that need more than one binary: real process crashes
-//! (SIGKILL at random moments) and a `poh-ttl run` daemon sharing a store with another
-//! process. The crate has no code of its own; see `tests/`.
+//! (SIGKILL at random moments), a `poh-ttl run` daemon sharing a store with another
+//! process, and power cuts and a full disk on a real ext4 file system. The crate has no
+//! code of its own; see `tests/`.

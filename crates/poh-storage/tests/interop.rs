@@ -5,72 +5,24 @@
 //!
 //! The prototype is the Python model at `<repo root>/../shared/seedref` (override with
 //! `POH_SEEDREF`). It needs `python3` with `aiofiles` and `aiosqlite`
-//! (`pip install aiofiles aiosqlite`). Without them these tests fail, unless
-//! `POH_SKIP_INTEROP=1` is set, in which case they pass with a note on stderr.
+//! (`pip install aiofiles aiosqlite`). Without them these tests are skipped with a
+//! `SKIPPED` note on stderr, or fail when `POH_REQUIRE_ALL=1` (as in CI): see
+//! `poh_testkit::require`.
 
 mod common;
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::cli::{Scratch, b64, tx_json};
+use poh_testkit::require::seedref;
 
 /// The prototype's CLI for one store.
 struct Proto {
     seedref: PathBuf,
     base: PathBuf,
     db: PathBuf,
-}
-
-fn seedref_dir() -> PathBuf {
-    match std::env::var_os("POH_SEEDREF") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join("../shared/seedref"),
-    }
-}
-
-/// The prototype ready to run, or `None` when its absence is allowed
-/// (`POH_SKIP_INTEROP=1`). Panics with what to install otherwise.
-fn seedref() -> Option<PathBuf> {
-    let dir = seedref_dir();
-    let problem = if !dir.join("poh_storage/app_storage.py").is_file() {
-        Some(format!(
-            "the prototype model is not at {} (set POH_SEEDREF to its folder)",
-            dir.display()
-        ))
-    } else {
-        match Command::new("python3")
-            .env("PYTHONPATH", &dir)
-            .args(["-c", "import aiofiles, aiosqlite, poh_storage.app_storage"])
-            .output()
-        {
-            Err(e) => Some(format!("cannot run python3 ({e}): install Python 3")),
-            Ok(o) if !o.status.success() => Some(format!(
-                "python3 cannot import the prototype's modules: {}; install them with \
-                 `pip install aiofiles aiosqlite`",
-                String::from_utf8_lossy(&o.stderr)
-                    .trim()
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            )),
-            Ok(_) => None,
-        }
-    };
-    match problem {
-        None => Some(dir),
-        Some(p) if std::env::var("POH_SKIP_INTEROP").as_deref() == Ok("1") => {
-            eprintln!("note: interoperability test skipped (POH_SKIP_INTEROP=1): {p}");
-            None
-        }
-        Some(p) => panic!(
-            "interoperability tests need the prototype: {p}. \
-             Set POH_SKIP_INTEROP=1 to skip them."
-        ),
-    }
 }
 
 impl Proto {

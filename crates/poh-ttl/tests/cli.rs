@@ -331,26 +331,13 @@ fn two_scan_processes_at_once_delete_each_expired_tx_exactly_once() {
     );
 }
 
-/// The Python model of the prototype, `<repo root>/../shared/seedref`, if it can run here.
-fn seedref() -> Option<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seedref");
-    let ok = dir.is_dir()
-        && std::process::Command::new("python3")
-            .args(["-c", "import aiofiles, aiosqlite"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!(
-            "SKIPPED: the prototype model at {} needs python3 with aiofiles and aiosqlite",
-            dir.display()
-        );
-    }
-    ok.then_some(dir)
-}
-
+/// Needs the prototype's Python model (`poh_testkit::require::seedref`: `../shared/seedref`
+/// beside the repository or `POH_SEEDREF`, with python3, aiofiles and aiosqlite).
 #[test]
 fn scan_prints_what_the_prototype_prints() {
-    let Some(seedref) = seedref() else { return };
+    let Some(seedref) = poh_testkit::require::seedref() else {
+        return;
+    };
     let now = real_now();
     let fresh = ("fresh".to_string(), now - 100.0);
     let old_a = ("old-a".to_string(), now - 20_000.0);

@@ -24,7 +24,10 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// xorshift64*: a small seeded generator so a failing run can be repeated (`POH_SEED`).
-pub struct Rng(u64);
+pub struct Rng {
+    state: u64,
+    seed: u64,
+}
 
 impl Rng {
     /// Seed from `POH_SEED` or the clock; the seed is printed.
@@ -39,15 +42,23 @@ impl Rng {
                     .unwrap_or(1)
             });
         eprintln!("{test}: POH_SEED={seed}");
-        Self(seed | 1)
+        Self {
+            state: seed | 1,
+            seed,
+        }
+    }
+
+    /// The seed (`POH_SEED` repeats the run).
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// Next value.
     pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
     /// Uniform in `0..n` (n > 0).
