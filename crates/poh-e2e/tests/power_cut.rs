@@ -972,7 +972,13 @@ const ROOMS: [u64; 4] = [0, 16 << 10, 256 << 10, 2 << 20];
 #[test]
 fn a_full_disk_refuses_writes_and_loses_no_acknowledged_tx() {
     let Some(()) = root_with_loop() else { return };
-    fill_the_disk("disk_full", &ROOMS);
+    let r = fill_the_disk("disk_full", &ROOMS);
+    // Reads open the store read-only: a full disk does not stop them.
+    assert!(
+        r.loads_failed_while_full.is_empty(),
+        "loads failed while the disk was full: {:?}",
+        r.loads_failed_while_full
+    );
 }
 
 #[test]
@@ -990,4 +996,50 @@ fn a_full_disk_error_names_the_cause() {
         "refused writes whose error does not name the cause (no space left on device):\n{}",
         unclear.join("\n")
     );
+}
+
+/// On a read-only mount every read command works (the store is opened read-only: nothing
+/// is created, migrated or locked), a dry-run TTL scan too, and writes fail naming the
+/// cause ("Read-only file system").
+#[test]
+fn reads_work_on_a_read_only_mount_and_writes_name_the_cause() {
+    let Some(()) = root_with_loop() else { return };
+    let mnt = Ext4Mount::new(FULL_FS_MIB, &["-b", "4096"]).expect("ext4 loop mount");
+    let store = Store::on(mnt.path());
+    for (i, id) in ["r1", "r2"].iter().enumerate() {
+        let tx = Tx::new(*id, "h", 1_000.0 + i as f64, id.as_bytes().to_vec()).expect("tx");
+        store.ok(&["save", "--tx", &tx.to_json()]);
+    }
+    let remount = |mode: &str| {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(mnt.path())
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "remount {mode}");
+    };
+    remount("ro");
+    assert_eq!(store.list(), BTreeSet::from(["r1".into(), "r2".into()]));
+    store.ok(&["load", "--tx-id", "r1"]);
+    store.ok(&["stats"]);
+    store.ok(&["verify"]);
+    store.ok(&["recover", "--dry-run"]);
+    let scan = Command::new(bin("poh-ttl"))
+        .args(["scan", "--ttl", "1s", "--dry-run", "--base"])
+        .arg(&store.base)
+        .arg("--db")
+        .arg(&store.db)
+        .output()
+        .expect("run poh-ttl");
+    assert!(
+        scan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scan.stderr)
+    );
+    let tx = Tx::new("w", "h", 1.0, b"w".to_vec()).expect("tx");
+    let out = store.run(&["save", "--tx", &tx.to_json()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    remount("rw");
 }

@@ -181,7 +181,9 @@ impl SqliteBackend {
                 plain | OpenFlags::SQLITE_OPEN_READ_ONLY,
             ),
         ];
-        if !wal_path(&self.path).exists() {
+        // A WAL without frames holds nothing the database file lacks (a failed attempt
+        // above may itself have left an empty one on a full disk).
+        if std::fs::metadata(wal_path(&self.path)).map_or(true, |m| m.len() == 0) {
             attempts.push((
                 format!("file:{}?immutable=1", uri_path(&self.path)),
                 plain | OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -247,18 +249,37 @@ fn is_access_error(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// ` (<os error>)` when opening the database file for writing fails at the OS level:
-/// names "Read-only file system", "Permission denied" and the like. Empty otherwise.
+/// ` (<reason>)` when the operating system knows why SQLite failed where SQLite's own
+/// message does not say: the database file cannot be opened for writing ("Read-only file
+/// system", "Permission denied"), or its file system has (almost) no space left — SQLite
+/// reports a full disk met while growing its WAL index only as "disk I/O error". Empty
+/// otherwise.
 fn os_reason(path: &Path) -> String {
-    match std::fs::OpenOptions::new()
+    if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
+        && e.kind() != std::io::ErrorKind::NotFound
     {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => format!(" ({e})"),
+        return format!(" ({e})");
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match rustix::fs::statvfs(dir) {
+        Ok(st) if st.f_bfree.saturating_mul(st.f_frsize) < LOW_SPACE => format!(
+            " (No space left on device: the file system of {} has {} bytes free)",
+            dir.display(),
+            st.f_bfree.saturating_mul(st.f_frsize)
+        ),
         _ => String::new(),
     }
 }
+
+/// Free space below which an SQLite I/O error is reported as a full disk: SQLite needs a
+/// few pages to grow its WAL index and journal.
+const LOW_SPACE: u64 = 1 << 20;
 
 impl MetaBackend for SqliteBackend {
     fn probe(&self) -> Result<MetaState> {
