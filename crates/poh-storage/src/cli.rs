@@ -72,11 +72,12 @@ Exit codes:
   4  integrity problem (load of a corrupt or missing payload; verify found problems)
 
 Environment:
-  POH_BASE         default for --base
-  POH_DB           default for --db
-  POH_MAX_PAYLOAD  default for --max-payload
-  POH_LOCK_TIMEOUT default for --lock-timeout
-  RUST_LOG         log filter for messages on stderr (default: warn)";
+  POH_BASE            default for --base
+  POH_DB              default for --db
+  POH_MAX_PAYLOAD     default for --max-payload
+  POH_LOCK_TIMEOUT    default for --lock-timeout
+  POH_GROUP_READABLE  default for --group-readable (true/false, 1/0, yes/no, on/off)
+  RUST_LOG            log filter for messages on stderr (default: warn)";
 
 /// `poh-storage`: a durable, verified store of Proof-of-History transactions.
 #[derive(Debug, Parser)]
@@ -135,6 +136,15 @@ pub struct StoreOpts {
         value_parser = parse_lock_timeout
     )]
     pub lock_timeout: std::time::Duration,
+    /// Make what the store creates readable by the group too: directories 0750 and files
+    /// 0640 instead of 0700 and 0600 (existing files keep their modes until rewritten).
+    #[arg(
+        long,
+        global = true,
+        env = "POH_GROUP_READABLE",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub group_readable: bool,
 }
 
 fn parse_lock_timeout(s: &str) -> std::result::Result<std::time::Duration, String> {
@@ -362,6 +372,7 @@ impl Rt {
         let o = OpenOptions {
             create: access == Access::Create,
             read_only: access == Access::Read,
+            group_readable: opts.group_readable,
             lock_timeout: opts.lock_timeout,
             limits: opts.limits(),
             ..OpenOptions::default()

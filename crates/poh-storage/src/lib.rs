@@ -43,7 +43,7 @@ pub mod sim;
 pub mod writer;
 
 pub use error::{Result, StorageError};
-pub use fs::{FileSystem, RealFs};
+pub use fs::{FileSystem, Modes, RealFs};
 pub use manager::{OpenOptions, Page, StorageManager};
 pub use meta::{MetaBackend, MetaRow, MetaStore, SqliteBackend, Stats};
 pub use poh_types::{Limits, Tx, TxId};

@@ -13,7 +13,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -47,18 +47,40 @@ enum Mode {
 }
 
 impl StoreLock {
-    /// Opens (creating if needed) the lock file under `base`; waits last up to `timeout`.
-    pub fn open(base: &Path, timeout: Duration) -> Result<Self> {
+    /// Opens the lock file under `base`, creating it if needed with permission bits `mode`
+    /// exactly (whatever the umask; an existing lock file keeps its mode); waits last up
+    /// to `timeout`.
+    pub fn open(base: &Path, timeout: Duration, mode: u32) -> Result<Self> {
         let path = base.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-            .open(&path)
-            .map_err(|e| lock_open_error(&path, e))?;
+        let open = |create: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(create)
+                .mode(mode)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&path)
+        };
+        // Create it, or open the one there; another process may be doing either at the
+        // same moment, so a lost race is retried a few times.
+        let mut attempts = 0;
+        let file = loop {
+            attempts += 1;
+            match open(true) {
+                Ok(f) => {
+                    // The umask may have narrowed the mode `open` gave it.
+                    f.set_permissions(std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| StorageError::io("set the mode of lock file", &path, e))?;
+                    break f;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match open(false) {
+                    Ok(f) => break f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => continue,
+                    Err(e) => return Err(lock_open_error(&path, e)),
+                },
+                Err(e) => return Err(lock_open_error(&path, e)),
+            }
+        };
         Self::checked(file, path, timeout)
     }
 
@@ -206,8 +228,8 @@ mod tests {
     #[test]
     fn a_held_lock_times_out_with_the_holders_pid_and_a_free_one_is_taken() {
         let dir = tempfile::TempDir::new().expect("tempdir");
-        let a = StoreLock::open(dir.path(), Duration::from_millis(30)).expect("open a");
-        let b = StoreLock::open(dir.path(), Duration::from_millis(30)).expect("open b");
+        let a = StoreLock::open(dir.path(), Duration::from_millis(30), 0o600).expect("open a");
+        let b = StoreLock::open(dir.path(), Duration::from_millis(30), 0o600).expect("open b");
         let held = a.exclusive().expect("first lock");
         assert!(b.try_exclusive().expect("try").is_none());
         match b.shared() {

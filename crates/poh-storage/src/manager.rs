@@ -11,7 +11,7 @@ use poh_types::{Limits, Tx, TxId};
 use tokio::sync::oneshot;
 
 use crate::error::{Result, StorageError};
-use crate::fs::{FileSystem, RealFs, is_not_regular};
+use crate::fs::{FileSystem, Modes, RealFs, is_not_regular};
 use crate::lock::{DEFAULT_LOCK_TIMEOUT, StoreLock};
 use crate::meta::{MetaBackend, MetaRow, MetaState, MetaStore, SqliteBackend, Stats};
 use crate::payload::{PayloadStore, sha256_hex};
@@ -36,6 +36,11 @@ pub struct OpenOptions {
     /// writer's lock on its fast path, and inspects a store exactly as found. Writes
     /// return [`StorageError::ReadOnly`]; `recover` runs only as a dry run.
     pub read_only: bool,
+    /// Give the group read access to what the store creates (default false): directories
+    /// 0750 and files 0640 instead of 0700 and 0600, for deployments where a group of
+    /// services shares a store. Never wider; existing files keep their modes until they
+    /// are rewritten.
+    pub group_readable: bool,
     /// Longest wait for the store lock before failing with
     /// [`StorageError::LockTimeout`] (default 30 s).
     pub lock_timeout: Duration,
@@ -53,6 +58,7 @@ impl Default for OpenOptions {
             create: true,
             repair: true,
             read_only: false,
+            group_readable: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             limits: Limits::default(),
             fs: Arc::new(RealFs),
@@ -67,6 +73,7 @@ impl std::fmt::Debug for OpenOptions {
             .field("create", &self.create)
             .field("repair", &self.repair)
             .field("read_only", &self.read_only)
+            .field("group_readable", &self.group_readable)
             .field("lock_timeout", &self.lock_timeout)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -245,11 +252,12 @@ impl StorageManager {
 
     fn open_blocking(base: PathBuf, db: PathBuf, opts: OpenOptions) -> Result<Self> {
         crate::names::check_db_path(&base, &db)?;
-        let payloads = PayloadStore::new(opts.fs.clone(), &base);
+        let modes = Modes::new(opts.group_readable);
+        let payloads = PayloadStore::new(opts.fs.clone(), &base).with_modes(modes);
         let create = opts.create && !opts.read_only;
         let backend: Arc<dyn MetaBackend> = match &opts.meta {
             Some(b) => b.clone(),
-            None => Arc::new(SqliteBackend::new(&db, create)),
+            None => Arc::new(SqliteBackend::new(&db, create).with_mode(modes.file)),
         };
         let state = match payloads.fs().kind(&base) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
@@ -294,7 +302,7 @@ impl StorageManager {
         }
         payloads.init()?;
         let mut meta = backend.open_writer()?;
-        let lock = StoreLock::open(&base, opts.lock_timeout)?;
+        let lock = StoreLock::open(&base, opts.lock_timeout, modes.file)?;
         let mut repaired = false;
         if opts.repair {
             // Another process holding the lock is alive and writing: do not wait for it

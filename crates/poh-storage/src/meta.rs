@@ -122,19 +122,31 @@ pub trait MetaBackend: Send + Sync + 'static {
 pub struct SqliteBackend {
     path: PathBuf,
     create: bool,
+    mode: u32,
 }
 
 impl SqliteBackend {
-    /// A backend for the database at `path`; `create` allows creating the file.
+    /// A backend for the database at `path`; `create` allows creating the file (mode 0600).
     pub fn new(path: impl Into<PathBuf>, create: bool) -> Self {
         Self {
             path: path.into(),
             create,
+            mode: 0o600,
         }
+    }
+
+    /// The same backend creating a missing database file with permission bits `mode`
+    /// (SQLite gives its `-wal`, `-shm` and `-journal` files the database's mode).
+    pub fn with_mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
     }
 
     fn connect(&self, create: bool) -> Result<Connection> {
         self.check_file(create)?;
+        if create {
+            self.create_file()?;
+        }
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -163,6 +175,34 @@ impl SqliteBackend {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Creates a missing database file, empty, with exactly the backend's mode (whatever
+    /// the umask), before SQLite opens it: SQLite would create it 0644 less the umask, and
+    /// gives its `-wal` and `-shm` files the mode of the database. An existing file (or
+    /// the file an existing link points to) keeps its mode.
+    fn create_file(&self) -> Result<()> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        match std::fs::metadata(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => return Ok(()),
+        }
+        // Not O_EXCL: like SQLite, follow a link at the path to the file it names.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(self.mode)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(|e| self.err("create", e))?;
+        // Only a file this open created (empty) gets the mode; not one another process
+        // created and filled meanwhile.
+        if file.metadata().is_ok_and(|m| m.len() == 0) {
+            file.set_permissions(std::fs::Permissions::from_mode(self.mode))
+                .map_err(|e| self.err("set the mode of", e))?;
+        }
+        Ok(())
     }
 
     /// A connection that only reads: read-write if the file allows it (so SQLite can

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use poh_types::TxId;
 
 use crate::error::{Result, StorageError};
-use crate::fs::{EntryKind, FileSystem};
+use crate::fs::{EntryKind, FileSystem, Modes};
 
 /// Suffix of payload files.
 pub const PAYLOAD_SUFFIX: &str = ".bin";
@@ -38,6 +38,7 @@ pub struct PayloadStore {
     base: PathBuf,
     tmp: PathBuf,
     quarantine: PathBuf,
+    modes: Modes,
     seq: Arc<AtomicU64>,
 }
 
@@ -67,8 +68,20 @@ impl PayloadStore {
             tmp: base.join(TMP_DIR),
             quarantine: base.join(QUARANTINE_DIR),
             base,
+            modes: Modes::PRIVATE,
             seq: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The same store giving what it creates `modes` (default [`Modes::PRIVATE`]).
+    pub fn with_modes(mut self, modes: Modes) -> Self {
+        self.modes = modes;
+        self
+    }
+
+    /// The modes given to what the store creates.
+    pub fn modes(&self) -> Modes {
+        self.modes
     }
 
     /// Creates the base and `.tmp` directories if missing, and syncs the parent of each
@@ -91,7 +104,7 @@ impl PayloadStore {
         self.check()?;
         if !self.own_dir(&self.tmp)? {
             self.fs
-                .create_dir_all(&self.tmp)
+                .create_dir_all(&self.tmp, self.modes.dir)
                 .map_err(|e| StorageError::io("create temp directory", &self.tmp, e))?;
             self.fs
                 .sync_dir(&self.base)
@@ -154,7 +167,7 @@ impl PayloadStore {
     fn create_dir(&self, dir: &Path) -> io::Result<bool> {
         match self.fs.kind(dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.fs.create_dir_all(dir)?;
+                self.fs.create_dir_all(dir, self.modes.dir)?;
                 Ok(true)
             }
             Err(e) => Err(e),
@@ -248,9 +261,11 @@ impl PayloadStore {
     /// row said is never lost.
     pub fn quarantine_note(&self, id: &TxId, note: &str) -> Result<PathBuf> {
         if !self.own_dir(&self.quarantine)? {
-            self.fs.create_dir_all(&self.quarantine).map_err(|e| {
-                StorageError::io("create quarantine directory", &self.quarantine, e)
-            })?;
+            self.fs
+                .create_dir_all(&self.quarantine, self.modes.dir)
+                .map_err(|e| {
+                    StorageError::io("create quarantine directory", &self.quarantine, e)
+                })?;
             self.fs
                 .sync_dir(&self.base)
                 .map_err(|e| StorageError::io("fsync directory", &self.base, e))?;
@@ -266,7 +281,10 @@ impl PayloadStore {
             let note_path = self
                 .quarantine
                 .join(format!("{id}.{secs}-{}-{n}.json", std::process::id()));
-            match self.fs.write_new(&note_path, note.as_bytes()) {
+            match self
+                .fs
+                .write_new(&note_path, note.as_bytes(), self.modes.file)
+            {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1_000_000 => continue,
                 written => {
                     return written

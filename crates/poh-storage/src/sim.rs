@@ -41,6 +41,8 @@
 //! falls *between* operations, and the real database file as it stands is the database a
 //! power cut at that point would leave.
 //!
+//! Permissions are not modelled either: the `mode` of a new file or directory is ignored.
+//!
 //! Paths must be absolute; `..` and symbolic links in the middle of a path are not
 //! resolved (the store never produces either).
 
@@ -640,12 +642,12 @@ impl SimFs {
 }
 
 impl FileSystem for SimFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+    fn create_dir_all(&self, dir: &Path, _mode: u32) -> io::Result<()> {
         let comps = components(dir)?;
         self.run(Op::CreateDirAll, &[dir], |st| st.create_dir_all(&comps))
     }
 
-    fn write_new(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+    fn write_new(&self, path: &Path, data: &[u8], _mode: u32) -> io::Result<()> {
         let comps = components(path)?;
         let mut st = self.lock();
         if let Err(e) = st.enter(Op::WriteNew, &[path]) {
@@ -766,11 +768,11 @@ mod tests {
     fn unsynced_data_and_entries_are_lost() {
         let fs = SimFs::new();
         fs.create_durable_dir(&p("/s")).unwrap();
-        fs.write_new(&p("/s/a"), b"aaa").unwrap();
-        fs.write_new(&p("/s/b"), b"bbb").unwrap();
+        fs.write_new(&p("/s/a"), b"aaa", 0o600).unwrap();
+        fs.write_new(&p("/s/b"), b"bbb", 0o600).unwrap();
         fs.sync_file(&p("/s/b")).unwrap();
         fs.sync_dir(&p("/s")).unwrap();
-        fs.write_new(&p("/s/c"), b"ccc").unwrap();
+        fs.write_new(&p("/s/c"), b"ccc", 0o600).unwrap();
         fs.sync_file(&p("/s/c")).unwrap();
         fs.power_loss();
         assert_eq!(
@@ -786,7 +788,7 @@ mod tests {
     fn torn_loss_keeps_a_prefix() {
         let fs = SimFs::new();
         fs.create_durable_dir(&p("/s")).unwrap();
-        fs.write_new(&p("/s/a"), b"abcd").unwrap();
+        fs.write_new(&p("/s/a"), b"abcd", 0o600).unwrap();
         fs.sync_dir(&p("/s")).unwrap();
         fs.power_loss_with(Loss::Torn);
         assert_eq!(fs.contents(&p("/s/a")), Some(b"ab".to_vec()));
@@ -796,7 +798,7 @@ mod tests {
     fn rename_is_durable_per_directory() {
         let fs = SimFs::new();
         fs.create_durable_dir(&p("/s/t")).unwrap();
-        fs.write_new(&p("/s/t/x"), b"new").unwrap();
+        fs.write_new(&p("/s/t/x"), b"new", 0o600).unwrap();
         fs.sync_file(&p("/s/t/x")).unwrap();
         fs.sync_dir(&p("/s/t")).unwrap();
         fs.put_durable(&p("/s/x"), b"old").unwrap();
@@ -820,8 +822,8 @@ mod tests {
     fn new_directories_need_their_parent_synced() {
         let fs = SimFs::new();
         fs.create_durable_dir(&p("/s")).unwrap();
-        fs.create_dir_all(&p("/s/d/e")).unwrap();
-        fs.write_new(&p("/s/d/e/f"), b"x").unwrap();
+        fs.create_dir_all(&p("/s/d/e"), 0o700).unwrap();
+        fs.write_new(&p("/s/d/e/f"), b"x", 0o600).unwrap();
         fs.sync_file(&p("/s/d/e/f")).unwrap();
         fs.sync_dir(&p("/s/d/e")).unwrap();
         fs.power_loss();
@@ -833,15 +835,15 @@ mod tests {
         let fs = SimFs::new();
         fs.create_durable_dir(&p("/s")).unwrap();
         fs.inject(Fault::nth(2, libc::EIO).only(Op::WriteNew));
-        fs.write_new(&p("/s/a"), b"1").unwrap();
-        let e = fs.write_new(&p("/s/b"), b"1234").unwrap_err();
+        fs.write_new(&p("/s/a"), b"1", 0o600).unwrap();
+        let e = fs.write_new(&p("/s/b"), b"1234", 0o600).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EIO));
         assert_eq!(
             fs.contents(&p("/s/b")),
             Some(b"12".to_vec()),
             "torn by the failure"
         );
-        fs.write_new(&p("/s/c"), b"1").unwrap();
+        fs.write_new(&p("/s/c"), b"1", 0o600).unwrap();
         assert_eq!(fs.failed().len(), 1);
 
         fs.inject(Fault::nth(1, libc::EACCES).from_on().path("/s/a"));
@@ -859,7 +861,7 @@ mod tests {
         let fs = SimFs::new();
         fs.create_durable_dir(&p("/s")).unwrap();
         fs.halt_after(1);
-        fs.write_new(&p("/s/a"), b"1").unwrap();
+        fs.write_new(&p("/s/a"), b"1", 0o600).unwrap();
         assert!(fs.halted());
         assert!(fs.sync_dir(&p("/s")).is_err());
         fs.power_loss();

@@ -175,7 +175,7 @@ impl Writer {
             .flat_map(|(r, req)| req.txs.iter().map(move |tx| (r, tx)))
             .map(|(r, tx)| (r, tx, self.payloads.new_temp_path(&tx.tx_id)))
             .collect();
-        let results = stage_all(fs, &jobs, &self.poison);
+        let results = stage_all(fs, &jobs, self.payloads.modes().file, &self.poison);
         let mut failed: Vec<Option<StorageError>> = (0..group.len()).map(|_| None).collect();
         let mut staged: Vec<Vec<Staged>> = (0..group.len()).map(|_| Vec::new()).collect();
         for ((r, tx, temp), res) in jobs.into_iter().zip(results) {
@@ -375,17 +375,19 @@ const UNLINK_THREADS: usize = 8;
 /// for the directory's lock anyway, while fsyncs of separate files overlap in the device.
 const SYNC_THREADS: usize = 16;
 
-/// Writes every job's temp file (one thread), then fsyncs them (up to [`SYNC_THREADS`]).
-/// A failed write removes its temp; a failed fsync also poisons the store.
+/// Writes every job's temp file (one thread, each created with permission bits `mode`),
+/// then fsyncs them (up to [`SYNC_THREADS`]). A failed write removes its temp; a failed
+/// fsync also poisons the store.
 fn stage_all(
     fs: &dyn crate::fs::FileSystem,
     jobs: &[(usize, &Tx, PathBuf)],
+    mode: u32,
     poison: &Poison,
 ) -> Vec<Result<()>> {
     let mut results: Vec<Result<()>> = jobs
         .iter()
         .map(|(_, tx, temp)| {
-            fs.write_new(temp, &tx.payload).map_err(|e| {
+            fs.write_new(temp, &tx.payload, mode).map_err(|e| {
                 let _ = fs.remove_file(temp);
                 StorageError::io("write temp payload", temp, e)
             })

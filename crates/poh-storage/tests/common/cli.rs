@@ -36,6 +36,7 @@ impl Scratch {
             .env_remove("POH_BASE")
             .env_remove("POH_DB")
             .env_remove("POH_MAX_PAYLOAD")
+            .env_remove("POH_GROUP_READABLE")
             .env_remove("RUST_LOG");
         c
     }

@@ -40,6 +40,15 @@ const EXIT_NO_STORE: u8 = 3;
 struct Cli {
     #[command(subcommand)]
     cmd: Command,
+    /// Make what the store creates readable by the group too: directories 0750 and files
+    /// 0640 instead of 0700 and 0600 (existing files keep their modes until rewritten).
+    #[arg(
+        long,
+        global = true,
+        env = "POH_GROUP_READABLE",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    group_readable: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,8 +124,8 @@ fn main() -> ExitCode {
         .and_then(|rt| {
             rt.block_on(async {
                 match cli.cmd {
-                    Command::Scan(a) => scan(a).await,
-                    Command::Run(a) => run(a).await,
+                    Command::Scan(a) => scan(a, cli.group_readable).await,
+                    Command::Run(a) => run(a, cli.group_readable).await,
                 }
             })
         });
@@ -139,11 +148,16 @@ fn main() -> ExitCode {
 
 /// Opens an existing store; never creates one. A read-only handle (dry runs) changes
 /// nothing under the base or at the database, not even the repair other opens do.
-async fn open_store(a: &StoreArgs, read_only: bool) -> Result<StorageManager> {
+async fn open_store(
+    a: &StoreArgs,
+    read_only: bool,
+    group_readable: bool,
+) -> Result<StorageManager> {
     let db = a.db.clone().unwrap_or_else(|| a.base.join("poh.db"));
     let opts = OpenOptions {
         create: false,
         read_only,
+        group_readable,
         lock_timeout: a.lock_timeout,
         ..OpenOptions::default()
     };
@@ -158,8 +172,8 @@ async fn open_store(a: &StoreArgs, read_only: bool) -> Result<StorageManager> {
         })
 }
 
-async fn scan(a: ScanArgs) -> Result<()> {
-    let store = open_store(&a.store, a.dry_run).await?;
+async fn scan(a: ScanArgs, group_readable: bool) -> Result<()> {
+    let store = open_store(&a.store, a.dry_run, group_readable).await?;
     let mgr =
         TtlManager::new(store.clone(), a.store.ttl)?.with_batch_size(a.store.batch_size.get());
     let (mode, format) = (
@@ -205,11 +219,11 @@ async fn scan(a: ScanArgs) -> Result<()> {
     closed
 }
 
-async fn run(a: RunArgs) -> Result<()> {
+async fn run(a: RunArgs, group_readable: bool) -> Result<()> {
     // Install the handlers before anything else, so a signal never kills us mid-batch.
     let mut sigterm = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    let store = open_store(&a.store, false).await?;
+    let store = open_store(&a.store, false, group_readable).await?;
     let mgr =
         TtlManager::new(store.clone(), a.store.ttl)?.with_batch_size(a.store.batch_size.get());
     let daemon = mgr.spawn(a.interval)?;
