@@ -48,6 +48,12 @@ impl Default for Modes {
     }
 }
 
+/// True when `mode` lets users other than the owner create, remove or rename entries in
+/// a directory: a group or world write bit without the sticky bit.
+pub fn writable_by_others(mode: u32) -> bool {
+    mode & 0o022 != 0 && mode & 0o1000 == 0
+}
+
 /// What a directory entry is. Payloads must be [`EntryKind::File`]; anything else found
 /// where a payload should be is treated as corruption, never followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +114,11 @@ pub trait FileSystem: Send + Sync + 'static {
     fn list_dir(&self, dir: &Path, visit: &mut dyn FnMut(DirEntry)) -> io::Result<()>;
     /// What `path` is, without following links.
     fn kind(&self, path: &Path) -> io::Result<EntryKind>;
+    /// The permission bits of `path` (with the setuid, setgid and sticky bits), following
+    /// a link; `None` on a file system without permissions (the default).
+    fn mode(&self, _path: &Path) -> io::Result<Option<u32>> {
+        Ok(None)
+    }
 }
 
 /// The operating system's file system.
@@ -222,6 +233,10 @@ impl FileSystem for RealFs {
     fn kind(&self, path: &Path) -> io::Result<EntryKind> {
         Ok(kind_of(fs::symlink_metadata(path)?.file_type()))
     }
+
+    fn mode(&self, path: &Path) -> io::Result<Option<u32>> {
+        Ok(Some(fs::metadata(path)?.permissions().mode() & 0o7777))
+    }
 }
 
 /// The error [`FileSystem::read`] returns for something that is not a regular file.
@@ -240,4 +255,21 @@ pub fn is_not_regular(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::IsADirectory
         || e.raw_os_error() == Some(libc::ELOOP)
         || e.raw_os_error() == Some(libc::EISDIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_or_world_write_bit_without_sticky_is_writable_by_others() {
+        for m in [0o777, 0o770, 0o720, 0o702, 0o2770] {
+            assert!(writable_by_others(m), "{m:o}");
+        }
+        for m in [0o700, 0o750, 0o755, 0o555, 0o1777, 0o1770] {
+            assert!(!writable_by_others(m), "{m:o}");
+        }
+        assert_eq!(Modes::new(false), Modes::PRIVATE);
+        assert_eq!(Modes::new(true).file & 0o077, 0o040, "group read only");
+    }
 }

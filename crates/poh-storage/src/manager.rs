@@ -39,7 +39,8 @@ pub struct OpenOptions {
     /// Give the group read access to what the store creates (default false): directories
     /// 0750 and files 0640 instead of 0700 and 0600, for deployments where a group of
     /// services shares a store. Never wider; existing files keep their modes until they
-    /// are rewritten.
+    /// are rewritten. Whatever this says, a writable handle refuses a base, `.tmp/` or
+    /// `.quarantine/` that other users can write to ([`StorageError::WritableByOthers`]).
     pub group_readable: bool,
     /// Longest wait for the store lock before failing with
     /// [`StorageError::LockTimeout`] (default 30 s).
@@ -287,6 +288,14 @@ impl StorageManager {
             MetaState::Missing | MetaState::NoSchema => {
                 check_new_store_place(&payloads, &db, state)?;
             }
+        }
+        // Other users able to write to the store's directories could plant files and links
+        // where it renames and deletes files: writers refuse, readers warn.
+        match payloads.check_permissions() {
+            Err(e @ StorageError::WritableByOthers { .. }) if opts.read_only => {
+                tracing::warn!("{e}; reading it anyway");
+            }
+            res => res?,
         }
         if opts.read_only {
             payloads.check()?;

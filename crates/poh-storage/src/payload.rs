@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use poh_types::TxId;
 
 use crate::error::{Result, StorageError};
-use crate::fs::{EntryKind, FileSystem, Modes};
+use crate::fs::{EntryKind, FileSystem, Modes, writable_by_others};
 
 /// Suffix of payload files.
 pub const PAYLOAD_SUFFIX: &str = ".bin";
@@ -82,6 +82,29 @@ impl PayloadStore {
     /// The modes given to what the store creates.
     pub fn modes(&self) -> Modes {
         self.modes
+    }
+
+    /// Refuses a store whose base, `.tmp/` or `.quarantine/` other users can write to (a
+    /// group or world write bit without the sticky bit): they could plant files and links
+    /// where the store renames and deletes files. Checks modes only; a file system without
+    /// them (the simulator) passes.
+    pub fn check_permissions(&self) -> Result<()> {
+        for dir in [&self.base, &self.tmp, &self.quarantine] {
+            let mode = match self.fs.mode(dir) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::io("inspect", dir, e)),
+            };
+            if writable_by_others(mode) {
+                return Err(StorageError::WritableByOthers {
+                    path: dir.clone(),
+                    mode,
+                    expected: self.modes.dir,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Creates the base and `.tmp` directories if missing, and syncs the parent of each

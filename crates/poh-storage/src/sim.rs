@@ -41,7 +41,9 @@
 //! falls *between* operations, and the real database file as it stands is the database a
 //! power cut at that point would leave.
 //!
-//! Permissions are not modelled either: the `mode` of a new file or directory is ignored.
+//! Permissions are not modelled either: the `mode` of a new file or directory is ignored
+//! and [`FileSystem::mode`] answers `None`, so the store's check of who may write to its
+//! directories is skipped.
 //!
 //! Paths must be absolute; `..` and symbolic links in the middle of a path are not
 //! resolved (the store never produces either).

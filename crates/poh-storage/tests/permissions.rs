@@ -1,7 +1,9 @@
 //! A store is private by default: what it creates is readable by its own user only
 //! (directories 0700, files 0600), whatever the umask; `--group-readable` /
 //! `POH_GROUP_READABLE` / `OpenOptions::group_readable` widens that to 0750/0640 and no
-//! further.
+//! further. A base directory (or `.tmp/`, `.quarantine/`) that other users can write to is
+//! refused by every writing command, with the `chmod` that fixes it; reads still work and
+//! only warn.
 //!
 //! The binaries run under `umask 000` (through `sh`), so any mode that is not set
 //! explicitly shows up as world-readable. The tests run as root in CI, where access checks
@@ -15,8 +17,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::cli::{Scratch, tx_json};
-use poh_storage::{OpenOptions, StorageManager};
+use common::cli::{Scratch, assert_same_files, tx_json};
+use poh_storage::{OpenOptions, StorageError, StorageManager};
 
 /// `sh -c` script that runs `$0 "$@"` with an empty umask.
 const UMASK_000: &str = r#"umask 000; exec "$0" "$@""#;
@@ -271,10 +273,93 @@ fn load_out_writes_a_private_file_whatever_the_umask() {
     );
 }
 
+/// Asserts a run failed with exit 1 and a message saying that `dir` (as the command
+/// named it) is writable and the command that fixes it.
+fn refused(o: &Output, dir: &str, ctx: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{ctx}: stderr: {err}");
+    let fix = format!("chmod 700 {dir}`");
+    for w in ["is writable by other users", &fix] {
+        assert!(err.contains(w), "{ctx}: stderr lacks {w:?}: {err}");
+    }
+}
+
+/// A base that other users can write to lets them plant files and links in a directory
+/// the store deletes files in: every writing command refuses it, changing nothing, and
+/// says how to fix it; reads go on, with a warning.
+#[test]
+fn a_base_writable_by_others_refuses_writes_and_says_how_to_fix_it() {
+    let s = Scratch::new();
+    s.save("a", 1.0, b"alpha");
+    s.save("b", 2.0, b"beta");
+    let base = s.base();
+    let lines = s.path().join("in.jsonl");
+    std::fs::write(&lines, format!("{}\n", tx_json("d", 4.0, b"delta"))).expect("write input");
+    let save = tx_json("c", 3.0, b"gamma");
+    for m in [0o777, 0o770, 0o702, 0o720] {
+        set_mode(&base, m);
+        let before = s.snapshot();
+        for args in [
+            vec!["save", "--tx", save.as_str()],
+            vec!["delete", "--tx-id", "a"],
+            vec!["import", "in.jsonl"],
+            vec!["recover"],
+            vec!["init"],
+        ] {
+            let o = run(&s, &[], &args);
+            refused(&o, "./data", &format!("mode {m:o}: {args:?}"));
+        }
+        assert_same_files(
+            &before,
+            &s.snapshot(),
+            &format!("refused writes, mode {m:o}"),
+        );
+        assert_eq!(
+            mode(&base),
+            m,
+            "the store does not chmod the operator's directory"
+        );
+
+        for args in [
+            vec!["load", "--tx-id", "a"],
+            vec!["list"],
+            vec!["stats"],
+            vec!["verify"],
+            vec!["recover", "--dry-run"],
+        ] {
+            let o = run(&s, &[], &args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "mode {m:o}: {args:?}: {err}");
+            assert!(err.contains("chmod"), "mode {m:o}: {args:?} warns: {err}");
+        }
+        assert_same_files(&before, &s.snapshot(), &format!("reads, mode {m:o}"));
+    }
+
+    // Fixed as the message says, writes work again.
+    set_mode(&base, 0o700);
+    ok(&s, &[], &["save", "--tx", &save]);
+    // A sticky directory keeps others from removing or renaming what is not theirs.
+    set_mode(&base, 0o1777);
+    ok(&s, &[], &["delete", "--tx-id", "c"]);
+}
+
+/// The store's own directories are held to the same rule.
+#[test]
+fn a_store_directory_writable_by_others_is_refused_too() {
+    let s = Scratch::new();
+    s.save("a", 1.0, b"alpha");
+    let tmp = s.base().join(".tmp");
+    set_mode(&tmp, 0o777);
+    let o = run(&s, &[], &["save", "--tx", &tx_json("b", 2.0, b"beta")]);
+    refused(&o, "./data/.tmp", ".tmp 0777");
+    ok(&s, &[], &["list"]);
+}
+
 /// The library: `open` creates a private store by default and a group-readable one on
-/// request.
+/// request, and refuses a writable base with a typed error naming it; a read-only handle
+/// opens it.
 #[tokio::test]
-async fn the_library_opens_private_stores() {
+async fn the_library_opens_private_stores_and_refuses_writable_bases() {
     let dir = tempfile::TempDir::new().expect("tempdir");
     let private = dir.path().join("private");
     let sm = StorageManager::open(&private, private.join("poh.db"))
@@ -301,4 +386,32 @@ async fn the_library_opens_private_stores() {
     ] {
         assert_eq!(mode(&p), m, "{}", p.display());
     }
+
+    set_mode(&private, 0o777);
+    let err = StorageManager::open(&private, private.join("poh.db"))
+        .await
+        .expect_err("a world-writable base is refused");
+    match &err {
+        StorageError::WritableByOthers {
+            path,
+            mode,
+            expected,
+        } => {
+            assert_eq!(path, &private);
+            assert_eq!(*mode, 0o777);
+            assert_eq!(*expected, 0o700);
+        }
+        other => panic!("expected WritableByOthers, got {other:?}"),
+    }
+    assert!(err.to_string().contains("chmod 700"), "{err}");
+    let ro = OpenOptions {
+        read_only: true,
+        create: false,
+        ..OpenOptions::default()
+    };
+    let sm = StorageManager::open_with(&private, private.join("poh.db"), ro)
+        .await
+        .expect("a read-only handle opens it");
+    assert!(sm.list_page(None, 10).await.expect("list").rows.is_empty());
+    sm.close().await.expect("close");
 }

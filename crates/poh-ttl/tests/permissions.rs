@@ -1,5 +1,7 @@
 //! `poh-ttl` keeps a store private: what it creates in a store (`.tmp/`, the lock file) is
-//! 0700/0600 whatever the umask, or 0750/0640 with `--group-readable`.
+//! 0700/0600 whatever the umask, or 0750/0640 with `--group-readable`; a base other users
+//! can write to makes a deleting pass (`scan`, `run`) fail with exit 1 and the `chmod` that
+//! fixes it, while `scan --dry-run` still reads it.
 
 mod common;
 
@@ -41,6 +43,44 @@ fn mode(p: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o7777
+}
+
+fn set_mode(p: &Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+}
+
+#[test]
+fn a_deleting_pass_refuses_a_base_writable_by_others() {
+    let now = real_now();
+    let dir = store_with(&[("old".into(), now - 10_000.0)]);
+    let (base, _) = paths(&dir);
+    set_mode(&base, 0o777);
+    for argv in [
+        args(&["scan"], &dir, &["--ttl", "1h"]),
+        args(&["run"], &dir, &["--ttl", "1h", "--interval", "1h"]),
+    ] {
+        let o = ttl(&argv);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{argv:?}: {err}");
+        let fix = format!("chmod 700 {}`", base.display());
+        for w in ["is writable by other users", fix.as_str()] {
+            assert!(err.contains(w), "{argv:?}: stderr lacks {w:?}: {err}");
+        }
+    }
+    let o = ttl(&args(&["scan"], &dir, &["--ttl", "1h", "--dry-run"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "dry run: {err}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "Would expire: ['old']\n"
+    );
+    assert!(err.contains("chmod"), "the dry run warns: {err}");
+
+    set_mode(&base, 0o700);
+    assert_eq!(ids_in(&dir), set(["old"]), "nothing was deleted");
+    let o = ttl(&args(&["scan"], &dir, &["--ttl", "1h"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "Expired: ['old']\n");
 }
 
 /// A store without `.tmp/` and lock file (as the prototype leaves one): the first pass
