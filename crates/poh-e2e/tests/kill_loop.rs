@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{Rng, bin, lines_of, now, signal};
-use poh_storage::payload::sha256_hex;
+use poh_storage::sha256_hex;
 use poh_storage::{MetaBackend, ProblemKind, SqliteBackend, StorageManager, Tx, TxId};
 
 /// Only a safety net against a hung child; the test waits on its output, never on time.

@@ -197,3 +197,20 @@ impl StorageError {
 
 /// Result alias for this crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// `err` and its sources joined with `": "` on one line (like `{:#}`), leaving out a
+/// source whose text the message so far already contains (several errors quote their
+/// cause). The one rule both binaries and the TTL daemon's log use.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}

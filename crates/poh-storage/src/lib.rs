@@ -16,11 +16,8 @@
 //! - [`meta`]: the [`MetaStore`] interface and its SQLite implementation, with migration.
 //! - [`recover`]: recovery and verification reports.
 //! - [`fs`]: the narrow [`FileSystem`] trait and the real implementation.
-//! - [`sim`]: [`sim::SimFs`], an in-memory file system that models power loss and injects
-//!   I/O errors, for testing the durability promise.
 //! - [`lock`]: the cross-process store lock.
 //! - [`error`]: [`StorageError`], the one error type.
-//! - [`cli`]: the `poh-storage` command line (the binary is a thin wrapper around it).
 //!
 //! # What it is not
 //! Not a database: no queries beyond by-id, by-id-order paging and by-age expiry. Not safe
@@ -29,7 +26,6 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod cli;
 pub mod error;
 pub mod fs;
 pub mod lock;
@@ -39,12 +35,12 @@ pub mod names;
 mod par;
 pub mod payload;
 pub mod recover;
-pub mod sim;
 pub mod writer;
 
-pub use error::{Result, StorageError};
-pub use fs::{FileSystem, Modes, RealFs};
+pub use error::{Result, StorageError, error_chain};
+pub use fs::{DirEntry, EntryKind, FileSystem, Modes, RealFs, is_not_regular, not_regular};
 pub use manager::{OpenOptions, Page, StorageManager};
 pub use meta::{MetaBackend, MetaRow, MetaStore, SqliteBackend, Stats};
+pub use payload::sha256_hex;
 pub use poh_types::{Limits, Tx, TxId};
 pub use recover::{Finding, ProblemKind, RecoverReport};

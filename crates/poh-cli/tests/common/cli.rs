@@ -31,7 +31,7 @@ impl Scratch {
     /// `poh-storage` run in the scratch directory with no POH_* variables set, so the
     /// defaults (`./data`, `./data/poh.db`) apply unless a test says otherwise.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("poh-storage").expect("binary built");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_poh-storage"));
         c.current_dir(self.dir.path())
             .env_remove("POH_BASE")
             .env_remove("POH_DB")

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use common::*;
+use common::ttl::*;
 
 /// Upper bound for anything below to happen; only a safety net against a hung binary.
 const SAFETY: Duration = Duration::from_secs(60);

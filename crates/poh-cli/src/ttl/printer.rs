@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::Duration;
 
+use crate::pyfmt::py_repr;
+
 /// How `scan` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -100,41 +102,6 @@ fn json_number(x: f64) -> String {
         .unwrap_or_else(|| "0".into())
 }
 
-/// `s` as Python's `repr()` prints a `str`: single quotes unless the text holds a single
-/// quote and no double quote; backslash, the quote and control characters escaped.
-pub fn py_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() || (c.is_whitespace() && c != ' ') => {
-                let n = u32::from(c);
-                let _ = match n {
-                    0..=0xff => write!(out, "\\x{n:02x}"),
-                    0x100..=0xffff => write!(out, "\\u{n:04x}"),
-                    _ => write!(out, "\\U{n:08x}"),
-                };
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,16 +124,6 @@ mod tests {
             "Expired: ['a', 'b', 'c']\n"
         );
         assert_eq!(text(&[&["a"]], true), "Would expire: ['a']\n");
-    }
-
-    #[test]
-    fn py_repr_quotes_like_python() {
-        assert_eq!(py_repr("tx-1.b_2"), "'tx-1.b_2'");
-        assert_eq!(py_repr("it's"), "\"it's\"");
-        assert_eq!(py_repr("a'b\"c"), "'a\\'b\"c'");
-        assert_eq!(py_repr("back\\slash"), "'back\\\\slash'");
-        assert_eq!(py_repr("nl\nx\u{1}"), "'nl\\nx\\x01'");
-        assert_eq!(py_repr("é"), "'é'");
     }
 
     #[test]

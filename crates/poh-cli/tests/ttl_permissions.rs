@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use common::ttl::*;
 
 /// `poh-ttl ARGS` under `umask 000`, with no POH_* variables set.
 fn ttl(args: &[String]) -> Output {

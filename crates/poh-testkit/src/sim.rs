@@ -34,7 +34,7 @@
 //!
 //! # What is not modelled
 //! Only the files reached through [`FileSystem`] live here: the store lock
-//! ([`crate::lock`]) and the SQLite database stay on the real disk, so tests give the
+//! (the store lock) and the SQLite database stay on the real disk, so tests give the
 //! store a real (temporary) base directory and use the same path for the simulated one.
 //! SQLite runs with `synchronous=FULL`, so a transaction whose commit returned is durable
 //! and one that did not return is rolled back; the model therefore assumes the power cut
@@ -53,7 +53,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::fs::{DirEntry, EntryKind, FileSystem, not_regular};
+use poh_storage::{DirEntry, EntryKind, FileSystem, not_regular};
 
 /// A kind of [`FileSystem`] operation, for [`Fault::only`] and [`SimFs::failed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -880,7 +880,9 @@ mod tests {
             fs.read(&p("/s/l")).unwrap_err().raw_os_error(),
             Some(libc::ELOOP)
         );
-        assert!(crate::fs::is_not_regular(&fs.read(&p("/s/d")).unwrap_err()));
+        assert!(poh_storage::is_not_regular(
+            &fs.read(&p("/s/d")).unwrap_err()
+        ));
         assert_eq!(fs.kind(&p("/s/l")).unwrap(), EntryKind::Symlink);
         assert_eq!(
             fs.remove_file(&p("/s/d")).unwrap_err().raw_os_error(),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::cli::{Scratch, b64, tx_json};
-use poh_storage::payload::sha256_hex;
+use poh_storage::sha256_hex;
 use poh_storage::{StorageManager, Tx, TxId};
 
 /// `(tx_id, timestamp as the prototype printed it, payload)`, as `make.sh` wrote them.

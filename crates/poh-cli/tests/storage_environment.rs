@@ -16,8 +16,8 @@ use common::cli::{Scratch, assert_same_files, tx_json};
 use common::sim::SimStore;
 use common::snapshot::snapshot;
 use common::{id, tx};
-use poh_storage::sim::{Fault, Op};
 use poh_storage::{ProblemKind, StorageError};
+use poh_testkit::sim::{Fault, Op};
 
 fn run(s: &Scratch, args: &[&str]) -> Output {
     s.cmd().args(args).output().expect("run poh-storage")
@@ -318,7 +318,7 @@ fn reading_a_prototype_store_changes_nothing() {
         .expect("schema");
         c.execute(
             "INSERT INTO txs VALUES ('p1', ?1, 1700000000.5)",
-            [poh_storage::payload::sha256_hex(b"hello")],
+            [poh_storage::sha256_hex(b"hello")],
         )
         .expect("row");
     }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use poh_storage::sim::SimFs;
+use crate::sim::SimFs;
 use poh_storage::{OpenOptions, StorageManager};
 use tempfile::TempDir;
 
@@ -18,6 +18,12 @@ pub struct SimStore {
     pub base: PathBuf,
     /// The SQLite database (real).
     pub db: PathBuf,
+}
+
+impl Default for SimStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl SimStore {

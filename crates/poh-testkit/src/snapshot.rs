@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use poh_storage::sim::{Node, SimFs};
+use crate::sim::{Node, SimFs};
 use sha2::{Digest, Sha256};
 
 /// Every path under a root (relative to it), with what it is: `file <len> <sha256>`,

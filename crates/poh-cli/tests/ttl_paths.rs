@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::*;
+use common::ttl::*;
 use predicates::prelude::*;
 
 #[test]

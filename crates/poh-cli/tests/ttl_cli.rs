@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Stdio;
 
-use common::*;
+use common::ttl::*;
 use predicates::prelude::*;
 
 /// Two txs far past a one-hour TTL on the real clock (a older than b) and one fresh.
