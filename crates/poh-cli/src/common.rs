@@ -99,7 +99,7 @@ impl StoreLocation {
         }
     }
 
-    /// "the store at <base> (metadata <db>)", for messages.
+    /// "the store at `<base>` (metadata `<db>`)", for messages.
     pub fn describe(&self) -> String {
         format!(
             "the store at {} (metadata {})",

@@ -81,7 +81,7 @@ pub enum StorageError {
     /// A path given for the store names one of the files the store manages itself (for
     /// example a database inside `<base>/.tmp/`, or an output file onto the database), so
     /// using it would destroy the store or the file; nothing was touched. See
-    /// [`crate::names`].
+    /// [`crate::check_db_path`].
     #[error("refusing {}: {why}", path.display())]
     BadPath {
         /// The path as given.

@@ -1,6 +1,8 @@
 //! [`SimFs`]: an in-memory [`FileSystem`] that models what POSIX promises to keep across
 //! a power cut, and injects I/O errors on demand. Tests use it to check the durability
 //! promise at every step of a workload.
+//! (Over 600 lines on purpose: the durability model, the fault injector and their own
+//! tests form one unit; splitting them would spread one invariant over several files.)
 //!
 //! # Durability model
 //! Like redb's crash-test backend and SQLite's crash VFS, every file has *live* contents

@@ -42,6 +42,8 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod clock;
 pub mod daemon;
 pub mod duration;

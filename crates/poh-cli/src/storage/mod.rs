@@ -1,5 +1,5 @@
 //! The `poh-storage` command line: argument definitions and one function per subcommand
-//! (`import` in [`import`]). The binary only parses arguments and calls [`main`].
+//! (`import` in `storage::import`). The binary only parses arguments and calls [`main`].
 //!
 //! The commands are synchronous code that hands each store call to a current-thread tokio
 //! runtime (`block_on`): reading stdin or a file and writing stdout happen on the main
@@ -310,7 +310,7 @@ fn cmd_load<W: Write>(
     // before the store is opened, so a refusal changes nothing).
     let file = file.filter(|p| *p != Path::new("-"));
     if let Some(path) = file {
-        poh_storage::names::check_output_path(&opts.location.base, &opts.location.db_path(), path)
+        poh_storage::check_output_path(&opts.location.base, &opts.location.db_path(), path)
             .context("invalid --out")?;
     }
     let tx = with_store(opts, Access::Read, |rt, sm| {

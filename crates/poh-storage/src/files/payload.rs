@@ -8,7 +8,7 @@
 //!   rename after its metadata row is committed.
 //! - `.quarantine/<tx_id>.<unix-secs>-<n>.bin` (+ `.json`): payloads that failed
 //!   verification, kept for an operator, never deleted by the store.
-//! - `.poh.lock`: the store's writer lock (see [`crate::lock`]).
+//! - `.poh.lock`: the store's writer lock (see [`super::lock`]).
 //!
 //! Every name that is not a payload starts with `.`, which no [`TxId`] may, so the two
 //! can never collide.

@@ -22,9 +22,6 @@ use crate::error::{Result, StorageError};
 /// Name of the lock file under the base directory.
 pub const LOCK_FILE: &str = ".poh.lock";
 
-/// How long a lock wait lasts by default before giving up.
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A handle on the store's lock file.
 #[derive(Debug)]
 pub struct StoreLock {

@@ -8,87 +8,20 @@
 use std::path::PathBuf;
 
 use poh_types::TxId;
-use serde::Serialize;
 use tracing::warn;
 
+use super::lock::StoreLock;
+use super::meta::MetaStore;
+use super::payload::{PayloadStore, sha256_hex};
+use super::reader::check_payload;
+use crate::engine::MetaRow;
 use crate::error::{Result, StorageError};
 use crate::fs::{EntryKind, is_not_regular};
-use crate::lock::StoreLock;
-use crate::manager::check_payload;
-use crate::meta::{MetaRow, MetaStore};
 use crate::par::par_map;
-use crate::payload::{PayloadStore, sha256_hex};
+use crate::report::{Finding, ProblemKind, RecoverReport};
 
 /// Rows read per page during a scan.
 const PAGE: usize = 512;
-
-/// What kind of problem a tx or file had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProblemKind {
-    /// A row whose payload file does not exist.
-    MissingPayload,
-    /// A payload that fails its hash or size, or is not a regular file.
-    Corrupt,
-    /// A payload file with no row.
-    Orphan,
-    /// A leftover temp file of an interrupted save.
-    TempFile,
-    /// A row whose id is not a safe file name (written by another tool); left alone.
-    UnsafeId,
-    /// An error that may pass (permissions, I/O, descriptors); left alone.
-    Transient,
-    /// A committed save whose payload is still only in `.tmp/` (moving it into place
-    /// failed); left alone until the move succeeds — its row is never dropped.
-    Unfinished,
-    /// The metadata database's own integrity check failed.
-    Database,
-}
-
-/// One finding, and what was (or, in a dry run, would be) done about it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Finding {
-    /// The tx concerned (empty for an unparsable temp file name).
-    pub tx_id: String,
-    /// The problem.
-    pub kind: ProblemKind,
-    /// Details for a person.
-    pub detail: String,
-    /// The action: `dropped row`, `quarantined to …`, `removed`, `rolled forward`,
-    /// `left alone`.
-    pub action: String,
-}
-
-/// The outcome of [`crate::StorageManager::recover`] or `verify`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct RecoverReport {
-    /// True if nothing was changed.
-    pub dry_run: bool,
-    /// Rows checked.
-    pub rows_checked: u64,
-    /// Rows whose payload verified.
-    pub rows_ok: u64,
-    /// Payload files checked for a row.
-    pub files_checked: u64,
-    /// Saves that had committed but not renamed their payload, finished from `.tmp/`.
-    pub rolled_forward: Vec<String>,
-    /// Temp files removed (or to remove).
-    pub temps_removed: Vec<PathBuf>,
-    /// Every problem found, with its action.
-    pub findings: Vec<Finding>,
-}
-
-impl RecoverReport {
-    /// Findings of one kind.
-    pub fn of_kind(&self, kind: ProblemKind) -> impl Iterator<Item = &Finding> {
-        self.findings.iter().filter(move |f| f.kind == kind)
-    }
-
-    /// True when the store is fully consistent (verify exits 0).
-    pub fn is_clean(&self) -> bool {
-        self.findings.is_empty() && self.rolled_forward.is_empty() && self.temps_removed.is_empty()
-    }
-}
 
 /// Finishes or discards the temp files of interrupted saves. Caller holds the exclusive
 /// lock. A temp whose content matches its committed row, where the final file does not,
@@ -244,7 +177,7 @@ struct Scan<'a> {
 
 /// The lock a step takes: shared to look (a dry run waits out writers mid-protocol),
 /// exclusive to change anything.
-fn hold(lock: Option<&StoreLock>, dry_run: bool) -> Result<Option<crate::lock::LockGuard<'_>>> {
+fn hold(lock: Option<&StoreLock>, dry_run: bool) -> Result<Option<super::lock::LockGuard<'_>>> {
     lock.map(|l| if dry_run { l.shared() } else { l.exclusive() })
         .transpose()
 }

@@ -19,9 +19,9 @@
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
+use super::lock::LOCK_FILE;
+use super::payload::{PAYLOAD_SUFFIX, QUARANTINE_DIR, TMP_DIR};
 use crate::error::{Result, StorageError};
-use crate::lock::LOCK_FILE;
-use crate::payload::{PAYLOAD_SUFFIX, QUARANTINE_DIR, TMP_DIR};
 
 /// Files SQLite keeps beside a database, by the suffix added to its path.
 pub const DB_SIDE_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];

@@ -1,5 +1,5 @@
-//! The writer thread: owns the metadata writer connection and applies every change, so
-//! that concurrent `save` callers share one durable commit (group commit).
+//! The flat-file engine's writing half ([`FilesWriter`]): the save, delete and expiry
+//! protocols. The writer thread above ([`crate::group`]) hands it whole groups.
 //!
 //! Save protocol for a group, all under the exclusive store lock:
 //! 1. write each payload to a fresh `.tmp/` file and fsync it, then fsync `.tmp/`;
@@ -12,67 +12,22 @@
 //! An fsync or rename failure poisons the store: it refuses writes until reopened.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Arc, Mutex};
 
 use poh_types::{Tx, TxId};
-use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use super::lock::StoreLock;
+use super::meta::MetaStore;
+use super::payload::{PayloadStore, sha256_hex};
+use crate::engine::{EngineWriter, MetaRow};
 use crate::error::{Result, StorageError};
-use crate::lock::StoreLock;
-use crate::meta::{MetaRow, MetaStore};
+use crate::group::clone_err;
 use crate::par::par_map;
-use crate::payload::{PayloadStore, sha256_hex};
+use crate::poison::Poison;
 
-/// Most transactions committed in one group.
-pub const MAX_GROUP_TXS: usize = 4096;
-/// Most payload bytes committed in one group.
-pub const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
-
-/// Work for the writer.
-pub(crate) enum Cmd {
-    Save {
-        txs: Vec<Tx>,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Delete {
-        id: TxId,
-        reply: oneshot::Sender<Result<bool>>,
-    },
-    DeleteExpired {
-        now: f64,
-        ttl: f64,
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<String>>>,
-    },
-    Close {
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// Shared "poisoned" state: set after a durability failure, cleared only by reopening.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Poison(Arc<Mutex<Option<String>>>);
-
-impl Poison {
-    pub(crate) fn check(&self) -> Result<()> {
-        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(why) => Err(StorageError::Poisoned(why.clone())),
-            None => Ok(()),
-        }
-    }
-
-    pub(crate) fn set(&self, why: String) {
-        warn!(%why, "store poisoned: refusing writes until reopened");
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if g.is_none() {
-            *g = Some(why);
-        }
-    }
-}
-
-pub(crate) struct Writer {
+/// The writing half of a flat-file store: the metadata writer connection, the payload
+/// files, the store lock.
+pub(crate) struct FilesWriter {
     pub(crate) meta: Box<dyn MetaStore>,
     pub(crate) payloads: PayloadStore,
     pub(crate) lock: StoreLock,
@@ -88,72 +43,36 @@ struct Staged {
     id: TxId,
 }
 
-struct Request {
-    txs: Vec<Tx>,
-    reply: oneshot::Sender<Result<()>>,
+impl EngineWriter for FilesWriter {
+    fn save_group(&mut self, group: &[&[Tx]]) -> Vec<Result<()>> {
+        let mut results: Vec<Option<Result<()>>> = group.iter().map(|_| None).collect();
+        self.commit_group(group, &mut results);
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(StorageError::Closed)))
+            .collect()
+    }
+
+    fn delete(&mut self, id: &TxId) -> Result<bool> {
+        FilesWriter::delete(self, id)
+    }
+
+    fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
+        FilesWriter::delete_expired(self, now, ttl, limit)
+    }
 }
 
-impl Writer {
-    pub(crate) fn run(mut self, rx: Receiver<Cmd>) {
-        let mut next: Option<Cmd> = None;
-        loop {
-            let cmd = match next.take() {
-                Some(c) => c,
-                None => match rx.recv() {
-                    Ok(c) => c,
-                    Err(_) => return,
-                },
-            };
-            match cmd {
-                Cmd::Save { txs, reply } => {
-                    let mut bytes: usize = txs.iter().map(|t| t.payload.len()).sum();
-                    let mut count = txs.len();
-                    let mut group = vec![Request { txs, reply }];
-                    while count < MAX_GROUP_TXS && bytes < MAX_GROUP_BYTES {
-                        match rx.try_recv() {
-                            Ok(Cmd::Save { txs, reply }) => {
-                                count += txs.len();
-                                bytes += txs.iter().map(|t| t.payload.len()).sum::<usize>();
-                                group.push(Request { txs, reply });
-                            }
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                        }
-                    }
-                    debug!(requests = group.len(), txs = count, "committing group");
-                    self.commit_group(group);
-                }
-                Cmd::Delete { id, reply } => {
-                    let _ = reply.send(self.delete(&id));
-                }
-                Cmd::DeleteExpired {
-                    now,
-                    ttl,
-                    limit,
-                    reply,
-                } => {
-                    let _ = reply.send(self.delete_expired(now, ttl, limit));
-                }
-                Cmd::Close { reply } => {
-                    let _ = reply.send(());
-                    return;
-                }
+impl FilesWriter {
+    /// Runs the save protocol for `group`, answering each request in `out` (every slot
+    /// is filled before returning).
+    fn commit_group(&mut self, group: &[&[Tx]], out: &mut [Option<Result<()>>]) {
+        let fail_all = |out: &mut [Option<Result<()>>], e: &StorageError| {
+            for slot in out.iter_mut() {
+                *slot = Some(Err(clone_err(e)));
             }
-        }
-    }
-
-    fn fail_all(group: Vec<Request>, err: &StorageError) {
-        for r in group {
-            let _ = r.reply.send(Err(clone_err(err)));
-        }
-    }
-
-    fn commit_group(&mut self, group: Vec<Request>) {
+        };
         if let Err(e) = self.poison.check() {
-            return Self::fail_all(group, &e);
+            return fail_all(out, &e);
         }
         let guard = match hold(
             &self.lock,
@@ -162,7 +81,7 @@ impl Writer {
             &mut *self.meta,
         ) {
             Ok(g) => g,
-            Err(e) => return Self::fail_all(group, &e),
+            Err(e) => return fail_all(out, &e),
         };
         let fs = self.payloads.fs();
 
@@ -172,7 +91,7 @@ impl Writer {
         let jobs: Vec<(usize, &Tx, PathBuf)> = group
             .iter()
             .enumerate()
-            .flat_map(|(r, req)| req.txs.iter().map(move |tx| (r, tx)))
+            .flat_map(|(r, txs)| txs.iter().map(move |tx| (r, tx)))
             .map(|(r, tx)| (r, tx, self.payloads.new_temp_path(&tx.tx_id)))
             .collect();
         let results = stage_all(fs, &jobs, self.payloads.modes().file, &self.poison);
@@ -198,22 +117,26 @@ impl Writer {
                 }),
             }
         }
-        let mut live: Vec<(Request, Vec<Staged>)> = Vec::with_capacity(group.len());
-        for ((req, staged), failed) in group.into_iter().zip(staged).zip(failed) {
+        let mut live: Vec<(usize, Vec<Staged>)> = Vec::with_capacity(group.len());
+        for (r, (staged, failed)) in staged.into_iter().zip(failed).enumerate() {
             match failed {
                 Some(e) => {
                     remove_temps(fs, &staged);
-                    let _ = req.reply.send(Err(e));
+                    out[r] = Some(Err(e));
                 }
-                None => live.push((req, staged)),
+                None => live.push((r, staged)),
             }
         }
+        // Answers every live request with `e` after removing its temps.
+        let abandon =
+            |out: &mut [Option<Result<()>>], live: Vec<(usize, Vec<Staged>)>, e: &StorageError| {
+                for (r, staged) in live {
+                    remove_temps(fs, &staged);
+                    out[r] = Some(Err(clone_err(e)));
+                }
+            };
         if let Err(e) = self.poison.check() {
-            for (req, staged) in live {
-                remove_temps(fs, &staged);
-                let _ = req.reply.send(Err(clone_err(&e)));
-            }
-            return;
+            return abandon(out, live, &e);
         }
         if live.is_empty() {
             return;
@@ -228,11 +151,7 @@ impl Writer {
                 tmp_dir.display()
             ));
             let err = StorageError::io("fsync temp directory", tmp_dir, e);
-            for (req, staged) in live {
-                remove_temps(fs, &staged);
-                let _ = req.reply.send(Err(clone_err(&err)));
-            }
-            return;
+            return abandon(out, live, &err);
         }
 
         // 2. the commit point.
@@ -241,11 +160,7 @@ impl Writer {
             .flat_map(|(_, s)| s.iter().map(|s| s.row.clone()))
             .collect();
         if let Err(e) = self.meta.upsert(&rows) {
-            for (req, staged) in live {
-                remove_temps(fs, &staged);
-                let _ = req.reply.send(Err(clone_err(&e)));
-            }
-            return;
+            return abandon(out, live, &e);
         }
 
         // 3. + 4. finalise. From here the rows are durable; a failure leaves work that
@@ -279,8 +194,8 @@ impl Writer {
                 .collect(),
             cause: Box::new(cause),
         });
-        for (req, staged) in live {
-            let _ = req.reply.send(match &fail {
+        for (r, staged) in live {
+            out[r] = Some(match &fail {
                 None => Ok(()),
                 Some(StorageError::Unfinished { cause, .. }) => Err(StorageError::Unfinished {
                     tx_ids: staged.iter().map(|s| s.id.to_string()).collect(),
@@ -292,7 +207,6 @@ impl Writer {
     }
 
     fn delete(&mut self, id: &TxId) -> Result<bool> {
-        self.poison.check()?;
         let _guard = hold(
             &self.lock,
             &mut self.repaired,
@@ -307,7 +221,6 @@ impl Writer {
     }
 
     fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
-        self.poison.check()?;
         let _guard = hold(
             &self.lock,
             &mut self.repaired,
@@ -354,11 +267,11 @@ fn hold<'a>(
     repaired: &mut bool,
     payloads: &PayloadStore,
     meta: &mut dyn MetaStore,
-) -> Result<crate::lock::LockGuard<'a>> {
+) -> Result<super::lock::LockGuard<'a>> {
     let guard = lock.exclusive()?;
     if !*repaired {
         *repaired = true;
-        let report = crate::recover::repair_temps(payloads, meta, false);
+        let report = super::recover::repair_temps(payloads, meta, false);
         debug!(
             rolled_forward = report.rolled_forward.len(),
             temps_removed = report.temps_removed.len(),
@@ -423,29 +336,5 @@ fn remove_payload(payloads: &PayloadStore, id: &TxId) {
 fn remove_temps(fs: &dyn crate::fs::FileSystem, staged: &[Staged]) {
     for s in staged {
         let _ = fs.remove_file(&s.temp);
-    }
-}
-
-/// Errors hold `io::Error`s, which do not clone; a group's shared failure is copied
-/// into each caller's answer with its message intact.
-pub(crate) fn clone_err(e: &StorageError) -> StorageError {
-    match e {
-        StorageError::Io { op, path, source } => StorageError::Io {
-            op,
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        StorageError::Meta { what, path, source } => StorageError::Meta {
-            what: what.clone(),
-            path: path.clone(),
-            source: source.to_string().into(),
-        },
-        StorageError::Poisoned(s) => StorageError::Poisoned(s.clone()),
-        StorageError::Closed => StorageError::Closed,
-        other => StorageError::Meta {
-            what: "group commit".into(),
-            path: std::path::PathBuf::new(),
-            source: other.to_string().into(),
-        },
     }
 }
