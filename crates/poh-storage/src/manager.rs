@@ -16,7 +16,7 @@ use crate::error::{Result, StorageError};
 use crate::files::FilesEngine;
 use crate::group::{self, Cmd};
 use crate::options::OpenOptions;
-use crate::poison::Poison;
+use crate::poison::{Poison, lock};
 use crate::report::RecoverReport;
 
 /// Most idle reader connections kept.
@@ -151,7 +151,7 @@ impl StorageManager {
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Cmd) -> Result<T> {
         let (reply, rx) = oneshot::channel();
         {
-            let guard = self.inner.tx.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = lock(&self.inner.tx);
             let sender = guard.as_ref().ok_or(StorageError::Closed)?;
             sender.send(make(reply)).map_err(|_| StorageError::Closed)?;
         }
@@ -204,17 +204,13 @@ impl StorageManager {
         inner: &Inner,
         f: impl FnOnce(&mut dyn EngineReader) -> Result<T>,
     ) -> Result<T> {
-        let pooled = inner
-            .readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+        let pooled = lock(&inner.readers).pop();
         let mut conn = match pooled {
             Some(c) => c,
             None => inner.engine.reader()?,
         };
         let out = f(&mut *conn);
-        let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = lock(&inner.readers);
         if pool.len() < MAX_IDLE_READERS {
             pool.push(conn);
         }
@@ -323,24 +319,14 @@ impl StorageManager {
     /// Finishes queued writes and stops the writer. Later calls fail with
     /// [`StorageError::Closed`]. Dropping the last clone closes the store too.
     pub async fn close(&self) -> Result<()> {
-        let sender = self
-            .inner
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let sender = lock(&self.inner.tx).take();
         if let Some(sender) = sender {
             let (reply, rx) = oneshot::channel();
             if sender.send(Cmd::Close { reply }).is_ok() {
                 let _ = rx.await;
             }
         }
-        let thread = self
-            .inner
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = lock(&self.inner.thread).take();
         if let Some(t) = thread {
             blocking(move || {
                 let _ = t.join();
@@ -348,11 +334,7 @@ impl StorageManager {
             })
             .await?;
         }
-        self.inner
-            .readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        lock(&self.inner.readers).clear();
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! engine sees one, every later write fails until the store is closed and reopened (which
 //! runs repair). Shared by the writer thread, the engine and the async API.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::warn;
 
@@ -15,7 +15,7 @@ pub(crate) struct Poison(Arc<Mutex<Option<String>>>);
 
 impl Poison {
     pub(crate) fn check(&self) -> Result<()> {
-        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &*lock(&self.0) {
             Some(why) => Err(StorageError::Poisoned(why.clone())),
             None => Ok(()),
         }
@@ -23,9 +23,16 @@ impl Poison {
 
     pub(crate) fn set(&self, why: String) {
         warn!(%why, "store poisoned: refusing writes until reopened");
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = lock(&self.0);
         if g.is_none() {
             *g = Some(why);
         }
     }
+}
+
+/// Locks `m`, going on after a panic in another holder: every value the store keeps behind
+/// a mutex (a sender, a thread handle, idle readers, this state) stays valid whatever a
+/// panicking holder was doing, so poisoning carries no information here.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
