@@ -9,7 +9,13 @@
 //!
 //! # Layout
 //! - [`manager`]: [`TtlManager`], one pass (delete or dry run), reports and summaries.
-//! - [`daemon`]: the background task, its [`DaemonHandle`] and [`DaemonStats`].
+//! - [`daemon`]: the background task, its [`DaemonHandle`] and [`DaemonStats`]; a
+//!   [`PassObserver`] sees each pass end (metrics), a [`DaemonMonitor`] reads the daemon
+//!   from other tasks.
+//! - [`health`]: [`HealthPolicy`] and [`assess`](health::assess): healthy, or unhealthy
+//!   with a reason, from a [`DaemonSnapshot`] and "now"; and the expiry lag.
+//! - [`reopen`]: [`ReopeningStore`], a target that reopens its store after an I/O failure
+//!   (a poisoned store), so the daemon recovers when the device does.
 //! - [`target`]: [`ExpiryTarget`], the two store operations a pass needs (implemented for
 //!   [`StorageManager`]; tests substitute failing or instrumented targets).
 //! - [`clock`]: [`Clock`] and its implementations: system, manual, and tokio-time.
@@ -48,13 +54,20 @@ pub mod clock;
 pub mod daemon;
 pub mod duration;
 pub mod error;
+pub mod health;
 pub mod manager;
+pub mod reopen;
 pub mod target;
 
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
-pub use daemon::{DaemonHandle, DaemonStats, MIN_INTERVAL};
+pub use daemon::{
+    Activity, DaemonHandle, DaemonMonitor, DaemonSnapshot, DaemonStats, MIN_INTERVAL, PassEvent,
+    PassFailure, PassObserver,
+};
 pub use duration::{DurationError, parse_duration, parse_interval};
 pub use error::{Result, TtlError, display_chain};
+pub use health::{Health, HealthPolicy, expiry_lag};
 pub use manager::{DEFAULT_BATCH_SIZE, ScanMode, ScanReport, ScanSummary, TtlManager};
 pub use poh_storage::StorageManager;
+pub use reopen::ReopeningStore;
 pub use target::ExpiryTarget;

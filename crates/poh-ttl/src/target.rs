@@ -30,6 +30,11 @@ pub trait ExpiryTarget: Send + Sync + 'static {
         after: Option<(f64, String)>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<MetaRow>, StorageError>> + Send;
+
+    /// Where the store is, for log lines (`store=...`); `None` if it has no name.
+    fn location(&self) -> Option<String> {
+        None
+    }
 }
 
 impl ExpiryTarget for StorageManager {
@@ -51,6 +56,10 @@ impl ExpiryTarget for StorageManager {
     ) -> Result<Vec<MetaRow>, StorageError> {
         StorageManager::find_expired(self, now, ttl, after, limit).await
     }
+
+    fn location(&self) -> Option<String> {
+        Some(self.base().display().to_string())
+    }
 }
 
 impl<T: ExpiryTarget> ExpiryTarget for std::sync::Arc<T> {
@@ -71,5 +80,9 @@ impl<T: ExpiryTarget> ExpiryTarget for std::sync::Arc<T> {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<MetaRow>, StorageError>> + Send {
         (**self).find_expired(now, ttl, after, limit)
+    }
+
+    fn location(&self) -> Option<String> {
+        (**self).location()
     }
 }
