@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use poh_storage::{OpenOptions, StorageError, error_chain};
 use poh_types::{JsonError, TxError, TxIdError};
 
@@ -68,6 +68,33 @@ pub struct StoreLocation {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub group_readable: bool,
+}
+
+/// How log messages (and the final error) are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the
+    /// event's fields (`store`, `pass_id`, `expired`, `duration_ms`, `error`, ...) at the
+    /// top level, plus `span` when the event happened inside one.
+    Json,
+}
+
+/// Logging flags both binaries take.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format on stderr: `text`, or `json` (one object per line, for a log pipeline).
+    #[arg(
+        long,
+        global = true,
+        env = "POH_LOG_FORMAT",
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
 }
 
 /// How a command opens the store.
@@ -160,32 +187,60 @@ pub fn exit_code(err: &anyhow::Error, no_store: u8) -> u8 {
     EXIT_FAILURE
 }
 
-/// Sets up logging to stderr, filtered by `RUST_LOG` (default `default_level`), in
-/// colour only on a terminal.
-pub fn init_logging(default_level: &str) {
+/// The format [`init_logging`] chose, for [`finish`].
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Sets up logging to stderr in `format`, filtered by `RUST_LOG` (default
+/// `default_level`); text is in colour only on a terminal.
+pub fn init_logging(default_level: &str, format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .try_init();
+        .with_writer(io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
-/// Turns the outcome of a command into the process exit status, printing any error
-/// (`<prefix>error: ` and its whole cause chain) to stderr. A closed stdout ends the
-/// program quietly with success, as for any Unix filter.
-pub fn finish(result: anyhow::Result<()>, prefix: &str, no_store: u8) -> ExitCode {
+/// The error that ends a program as one JSON log line: what a log pipeline reading
+/// `--log-format json` expects instead of a bare `error: ...` line. Written directly, so
+/// no `RUST_LOG` filter hides it.
+pub fn error_json(program: &str, err: &anyhow::Error, code: u8) -> String {
+    serde_json::json!({
+        "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+        "level": "ERROR",
+        "target": program,
+        "message": format!("{program} failed"),
+        "error": error_chain(err.as_ref()),
+        "exit_code": code,
+    })
+    .to_string()
+}
+
+/// Turns the outcome of `program` into the process exit status, printing any error
+/// (`<prefix>error: ` and its whole cause chain; with `--log-format json`, one JSON
+/// object: [`error_json`]) to stderr. A closed stdout ends the program quietly with
+/// success, as for any Unix filter.
+pub fn finish(result: anyhow::Result<()>, program: &str, prefix: &str, no_store: u8) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.chain().any(|c| c.is::<StdoutClosed>()) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(
-                io::stderr().lock(),
-                "{prefix}error: {}",
-                error_chain(e.as_ref())
-            );
-            ExitCode::from(exit_code(&e, no_store))
+            let code = exit_code(&e, no_store);
+            let line = match LOG_FORMAT.get() {
+                Some(LogFormat::Json) => error_json(program, &e, code),
+                _ => format!("{prefix}error: {}", error_chain(e.as_ref())),
+            };
+            let _ = writeln!(io::stderr().lock(), "{line}");
+            ExitCode::from(code)
         }
     }
 }

@@ -105,7 +105,7 @@ fn stops_cleanly_on(sig: libc::c_int, name: &str) {
     let pass = daemon.wait_for_line("TTL pass complete");
     assert!(pass.contains("INFO"), "{pass}");
     assert!(
-        pass.contains("expired=5") && pass.contains("elapsed_ms="),
+        pass.contains("expired=5") && pass.contains("duration_ms="),
         "{pass}"
     );
     assert!(

@@ -11,6 +11,12 @@ pub trait Clock: Send + Sync + Debug {
     fn now(&self) -> f64;
 }
 
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> f64 {
+        (**self).now()
+    }
+}
+
 /// The real wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

@@ -28,7 +28,8 @@ use poh_storage::{RecoverReport, Stats, StorageError, StorageManager};
 use poh_types::{DEFAULT_MAX_PAYLOAD_BYTES, Limits, Tx, TxId};
 
 use crate::common::{
-    self, Access, BadInput, EXIT_FAILURE, ProblemsFound, StdoutClosed, StoreLocation, TxNotFound,
+    self, Access, BadInput, EXIT_FAILURE, LogArgs, ProblemsFound, StdoutClosed, StoreLocation,
+    TxNotFound,
 };
 use crate::pyfmt::{prototype_tx_json, py_json_str};
 pub use import::ImportArgs;
@@ -68,6 +69,9 @@ pub struct Cli {
     /// Where the store is and how to print.
     #[command(flatten)]
     pub store: StoreOpts,
+    /// How to log.
+    #[command(flatten)]
+    pub log: LogArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -148,8 +152,8 @@ pub enum Command {
 /// Runs `poh-storage` with its parsed command line: logging, the command, and the exit
 /// status (a missing store is exit 1, see [`crate::common`]).
 pub fn main(cli: Cli) -> ExitCode {
-    common::init_logging("warn");
-    common::finish(run(cli), "", EXIT_FAILURE)
+    common::init_logging("warn", cli.log.log_format);
+    common::finish(run(cli), "poh-storage", "", EXIT_FAILURE)
 }
 
 /// Runs one parsed command line, writing its output to stdout.

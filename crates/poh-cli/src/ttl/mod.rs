@@ -1,22 +1,36 @@
 //! The `poh-ttl` command line: expires old transactions from a store, once (`scan`, for
 //! cron) or periodically (`run`, a daemon that stops cleanly on SIGINT/SIGTERM). Exit
 //! codes are in [`crate::common`] (3: no store at the given location).
+//!
+//! For operating the daemon: [`metrics`] (what `--metrics` exports), [`serve`] (the HTTP
+//! endpoint: `/metrics`, `/healthz`), [`notify`] (systemd readiness, status, watchdog).
 
+pub mod metrics;
+pub mod notify;
 mod printer;
+pub mod serve;
 
 use std::io::{self, BufWriter};
+use std::net::SocketAddr;
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use poh_storage::{StorageManager, error_chain};
-use poh_ttl::{DEFAULT_BATCH_SIZE, ScanMode, TtlManager, parse_duration, parse_interval};
+use poh_ttl::{
+    Clock, DEFAULT_BATCH_SIZE, HealthPolicy, ReopeningStore, ScanMode, SystemClock, TtlManager,
+    parse_duration, parse_interval,
+};
+use sd_notify::NotifyState;
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::common::{self, Access, EXIT_NOT_FOUND, StoreLocation};
+use crate::common::{self, Access, EXIT_NOT_FOUND, LogArgs, StoreLocation};
 pub use printer::{ExpiredPrinter, OutputFormat};
 
 /// `poh-ttl`'s command line.
@@ -34,6 +48,9 @@ pub struct Cli {
     /// Where the store is (before or after the subcommand).
     #[command(flatten)]
     location: StoreLocation,
+    /// How to log.
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     cmd: Command,
 }
@@ -79,15 +96,23 @@ struct RunArgs {
     /// restarts the process, which reopens the store); by default retry forever.
     #[arg(long)]
     max_failures: Option<NonZeroU64>,
+    /// Serve Prometheus metrics on http://ADDR/metrics and health on /healthz. A port
+    /// alone (9464, :9464) listens on 127.0.0.1 only; give an address to listen elsewhere
+    /// (0.0.0.0:9464). Port 0 picks a free port (logged: "metrics listening on ...").
+    #[arg(long, value_name = "ADDR", value_parser = serve::parse_metrics_addr)]
+    metrics: Option<SocketAddr>,
 }
 
 /// Runs `poh-ttl` with its parsed command line: logging, a multi-threaded runtime, the
 /// command, and the exit status.
 pub fn main(cli: Cli) -> ExitCode {
-    common::init_logging(match cli.cmd {
-        Command::Scan(_) => "warn",
-        Command::Run(_) => "info",
-    });
+    common::init_logging(
+        match cli.cmd {
+            Command::Scan(_) => "warn",
+            Command::Run(_) => "info",
+        },
+        cli.log.log_format,
+    );
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,7 +125,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 }
             })
         });
-    common::finish(result, "poh-ttl: ", EXIT_NOT_FOUND)
+    common::finish(result, "poh-ttl", "poh-ttl: ", EXIT_NOT_FOUND)
 }
 
 /// Opens an existing store; never creates one. A read-only handle (dry runs) changes
@@ -169,28 +194,106 @@ async fn scan(loc: &StoreLocation, a: ScanArgs) -> Result<()> {
     closed
 }
 
+/// Binds the metrics endpoint's address (before the daemon starts, so a port in use
+/// fails the start instead of a scrape).
+pub async fn bind_metrics(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen for metrics on {addr}"))
+}
+
+/// Serves `endpoint` on `listener` on a new task until `stop` fires; returns the address
+/// it listens on (the port chosen for port 0) and the task.
+pub fn start_endpoint(
+    listener: TcpListener,
+    endpoint: Arc<serve::Endpoint>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(SocketAddr, JoinHandle<()>)> {
+    let addr = listener
+        .local_addr()
+        .context("the metrics listener's address")?;
+    let task = tokio::spawn(serve::serve(listener, endpoint, async move {
+        let _ = stop.await;
+    }));
+    Ok((addr, task))
+}
+
 async fn run(loc: &StoreLocation, a: RunArgs) -> Result<()> {
     // Install the handlers before anything else, so a signal never kills us mid-batch.
     let mut sigterm = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    let store = open_store(loc, false).await?;
-    let mgr =
-        TtlManager::new(store.clone(), a.store.ttl)?.with_batch_size(a.store.batch_size.get());
-    let daemon = mgr.spawn(a.interval)?;
+    let (ttl, interval) = (a.store.ttl, a.interval);
+    let store = Arc::new(
+        ReopeningStore::open(&loc.base, loc.db_path(), loc.open_options(Access::Existing))
+            .await
+            .with_context(|| {
+                format!(
+                    "open store {} (database {})",
+                    loc.base.display(),
+                    loc.db_path().display()
+                )
+            })?,
+    );
+    let listener = match a.metrics {
+        Some(addr) => Some(bind_metrics(addr).await?),
+        None => None,
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let metrics = metrics::Metrics::new(ttl, interval);
+    let mgr = TtlManager::new(store.clone(), ttl)?
+        .with_batch_size(a.store.batch_size.get())
+        .with_clock(clock.clone());
+    let daemon = mgr.spawn_with(interval, metrics.clone())?;
+    let monitor = daemon.monitor();
+    let endpoint = Arc::new(serve::Endpoint::new(
+        metrics,
+        monitor.clone(),
+        store.clone(),
+        HealthPolicy::for_interval(interval),
+        clock,
+        ttl,
+    ));
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel();
+    let server = match listener {
+        Some(l) => {
+            let (addr, task) = start_endpoint(l, endpoint.clone(), server_stopped)?;
+            info!(%addr, "metrics listening on http://{addr}/metrics (health: /healthz)");
+            Some(task)
+        }
+        None => None,
+    };
     info!(
         base = %loc.base.display(),
-        ttl_secs = a.store.ttl.as_secs_f64(),
-        interval_secs = a.interval.as_secs_f64(),
+        ttl_secs = ttl.as_secs_f64(),
+        interval_secs = interval.as_secs_f64(),
         "poh-ttl running; stop with SIGINT or SIGTERM"
     );
-    let shutdown = async move {
-        let name = tokio::select! {
-            _ = sigterm.recv() => "SIGTERM",
-            _ = sigint.recv() => "SIGINT",
-        };
-        info!(signal = name, "stopping: finishing the batch in flight");
+    notify::send(&[NotifyState::Ready, NotifyState::Status("running")]);
+    let notifiers = notify::spawn(monitor, {
+        let ep = endpoint.clone();
+        move || ep.health().reason().to_owned()
+    });
+    let stopping = notify::Stopping::default();
+    let shutdown = {
+        let stopping = stopping.clone();
+        async move {
+            let name = tokio::select! {
+                _ = sigterm.recv() => "SIGTERM",
+                _ = sigint.recv() => "SIGINT",
+            };
+            stopping.notify();
+            info!(signal = name, "stopping: finishing the batch in flight");
+        }
     };
     let result = daemon.run_until(shutdown, a.max_failures).await;
+    stopping.notify();
+    for t in notifiers {
+        t.abort();
+    }
+    let _ = stop_server.send(());
+    if let Some(t) = server {
+        let _ = t.await;
+    }
     let closed = store.close().await.context("close the store");
     let stats = result?;
     closed?;
@@ -198,6 +301,7 @@ async fn run(loc: &StoreLocation, a: RunArgs) -> Result<()> {
         passes = stats.passes,
         failures = stats.failures,
         expired_total = stats.expired_total,
+        reopens = store.reopens(),
         "poh-ttl stopped; store closed"
     );
     Ok(())
