@@ -263,7 +263,7 @@ async fn run(loc: &StoreLocation, a: RunArgs) -> Result<()> {
         None => None,
     };
     info!(
-        base = %loc.base.display(),
+        store = %loc.base.display(),
         ttl_secs = ttl.as_secs_f64(),
         interval_secs = interval.as_secs_f64(),
         "poh-ttl running; stop with SIGINT or SIGTERM"
@@ -298,6 +298,7 @@ async fn run(loc: &StoreLocation, a: RunArgs) -> Result<()> {
     let stats = result?;
     closed?;
     info!(
+        store = %loc.base.display(),
         passes = stats.passes,
         failures = stats.failures,
         expired_total = stats.expired_total,
