@@ -4,7 +4,7 @@
 //! one, so tests can run several daemons in one process), through the `metrics` facade:
 //! counters and the duration histogram as each pass ends ([`Metrics`] is the daemon's
 //! [`PassObserver`]), and what is read from the store or the clock (txs, bytes, expiry lag,
-//! health) at each scrape ([`Metrics::refresh`]). The text is the exporter's
+//! health) when scraped ([`Metrics::refresh`], called by [`crate::ttl::serve`]). The text is the exporter's
 //! [`PrometheusHandle::render`]. The README's metrics table lists every metric.
 
 use std::sync::Arc;
@@ -124,11 +124,14 @@ impl Metrics {
                 Unit::Seconds,
                 "end of the last completed TTL pass, UNIX seconds (0: none yet)"
             );
-            describe_gauge!(STORE_TXS, "txs in the store, read at each scrape");
+            describe_gauge!(
+                STORE_TXS,
+                "txs in the store (counted at a scrape, at most every 10 s and after each pass)"
+            );
             describe_gauge!(
                 STORE_BYTES,
                 Unit::Bytes,
-                "payload bytes in the store (rows with a recorded size), read at each scrape"
+                "payload bytes in the store (rows with a recorded size; counted with poh_ttl_store_txs)"
             );
             describe_gauge!(
                 EXPIRY_LAG,

@@ -20,6 +20,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use poh_storage::{Stats, StorageManager};
 use poh_ttl::health::assess;
 use poh_ttl::{Clock, DaemonMonitor, Health, HealthPolicy, ReopeningStore, expiry_lag};
 use tokio::net::TcpListener;
@@ -27,9 +28,22 @@ use tracing::debug;
 
 use crate::ttl::metrics::{Metrics, Observed};
 
-/// Longest a scrape waits for the store's counts before answering without them (a hung
-/// device must not hang `/metrics` too).
+/// Longest a scrape waits for a store read before answering without it (a hung device
+/// must not hang `/metrics` too).
 const STORE_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the store's counts (txs, bytes) are reused between scrapes. Counting is one
+/// pass over the metadata table (about 0.1 s per million txs in a release build), so it is
+/// not repeated for every scraper; a pass that ends makes the next scrape count again.
+pub const STORE_COUNTS_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// The store's counts as last read, and which pass they follow.
+#[derive(Debug, Clone)]
+struct Counts {
+    read_at: std::time::Instant,
+    after_pass: u64,
+    stats: Stats,
+}
 
 /// Parses `--metrics`: a port (`9464`, `:9464`) binds to 127.0.0.1; an IP address with a
 /// port (`0.0.0.0:9464`, `[::1]:9464`) is used as given. Host names are refused, so what
@@ -60,6 +74,8 @@ pub struct Endpoint {
     policy: HealthPolicy,
     clock: Arc<dyn Clock>,
     ttl: Duration,
+    /// Also serializes counting, so concurrent scrapes count once.
+    counts: tokio::sync::Mutex<Option<Counts>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -90,6 +106,7 @@ impl Endpoint {
             policy,
             clock,
             ttl,
+            counts: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -98,33 +115,61 @@ impl Endpoint {
         assess(&self.policy, &self.monitor.snapshot(), self.clock.now())
     }
 
-    /// Reads the store's counts (without reopening it: that is the daemon's job) and
-    /// renders every metric.
+    /// Reads the store (without reopening it: that is the daemon's job) and renders every
+    /// metric. The expiry lag is read at every scrape, through the timestamp index; the
+    /// counts at most every [`STORE_COUNTS_MAX_AGE`] and after each pass.
     pub async fn render_metrics(&self) -> String {
         let now = self.clock.now();
-        let stats = match self.store.current() {
-            Some(s) => match tokio::time::timeout(STORE_READ_TIMEOUT, s.stats()).await {
-                Ok(Ok(st)) => Some(st),
-                Ok(Err(e)) => {
-                    debug!(error = %poh_storage::error_chain(&e), "metrics: cannot read the store's counts");
-                    None
-                }
-                Err(_) => {
-                    debug!("metrics: reading the store's counts timed out");
-                    None
-                }
-            },
-            None => None,
-        };
         let snap = self.monitor.snapshot();
+        let (counts, lag_secs) = match self.store.current() {
+            Some(store) => (
+                self.counts(&store, snap.stats.passes + snap.stats.failures)
+                    .await,
+                self.lag(&store, now).await,
+            ),
+            None => (None, None),
+        };
         let observed = Observed {
-            lag_secs: stats.as_ref().map(|s| expiry_lag(now, self.ttl, s.oldest)),
-            store: stats,
+            store: counts,
+            lag_secs,
             health: assess(&self.policy, &snap, now),
             consecutive_failures: snap.stats.consecutive_failures,
             reopens: self.store.reopens(),
         };
         self.metrics.refresh(&observed)
+    }
+
+    /// The store's counts: reused if read after the last pass ended and recently enough.
+    async fn counts(&self, store: &StorageManager, passes_ended: u64) -> Option<Stats> {
+        let mut cached = self.counts.lock().await;
+        if let Some(c) = cached.as_ref()
+            && c.after_pass == passes_ended
+            && c.read_at.elapsed() < STORE_COUNTS_MAX_AGE
+        {
+            return Some(c.stats.clone());
+        }
+        let stats = read("count the store", store.stats()).await?;
+        *cached = Some(Counts {
+            read_at: std::time::Instant::now(),
+            after_pass: passes_ended,
+            stats: stats.clone(),
+        });
+        Some(stats)
+    }
+
+    /// How long ago the oldest expired tx passed its TTL (0 if none): one indexed lookup.
+    async fn lag(&self, store: &StorageManager, now: f64) -> Option<f64> {
+        let ttl = self.ttl.as_secs_f64();
+        let oldest = read(
+            "find the oldest expired tx",
+            store.find_expired(now, ttl, None, 1),
+        )
+        .await?;
+        Some(expiry_lag(
+            now,
+            self.ttl,
+            oldest.first().map(|r| r.timestamp),
+        ))
     }
 
     async fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -156,6 +201,25 @@ impl Endpoint {
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         r
+    }
+}
+
+/// A store read for a scrape, bounded by [`STORE_READ_TIMEOUT`]; `None` (logged at
+/// DEBUG) if it fails or hangs: the scrape answers without it.
+async fn read<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, poh_storage::StorageError>>,
+) -> Option<T> {
+    match tokio::time::timeout(STORE_READ_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            debug!(error = %poh_storage::error_chain(&e), "metrics: cannot {what}");
+            None
+        }
+        Err(_) => {
+            debug!("metrics: {what}: timed out");
+            None
+        }
     }
 }
 
