@@ -269,9 +269,9 @@ async fn run(loc: &StoreLocation, a: RunArgs) -> Result<()> {
         "poh-ttl running; stop with SIGINT or SIGTERM"
     );
     notify::send(&[NotifyState::Ready, NotifyState::Status("running")]);
-    let notifiers = notify::spawn(monitor, {
+    let notifiers = notify::spawn(monitor.clone(), {
         let ep = endpoint.clone();
-        move || ep.health().reason().to_owned()
+        move || notify::status_line(&monitor.stats(), &ep.health())
     });
     let stopping = notify::Stopping::default();
     let shutdown = {

@@ -17,7 +17,7 @@ use sd_notify::NotifyState;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use poh_ttl::DaemonMonitor;
+use poh_ttl::{DaemonMonitor, DaemonStats, Health};
 
 /// Whether systemd (or anything speaking its protocol) listens: `NOTIFY_SOCKET` is set.
 pub fn enabled() -> bool {
@@ -65,7 +65,27 @@ pub fn alive(monitor: &DaemonMonitor, timeout: Duration) -> bool {
             .is_none_or(|stalled| stalled < timeout)
 }
 
-/// Starts the tasks that keep the service manager informed: `STATUS=` with the health after
+/// The `STATUS=` text: the health, and what the daemon has done.
+pub fn status_line(stats: &DaemonStats, health: &Health) -> String {
+    match health {
+        Health::Unhealthy(why) => format!("unhealthy: {why}"),
+        Health::Healthy(_) => {
+            let last = stats.last_pass.as_ref().map_or_else(String::new, |p| {
+                format!(
+                    "last pass expired {} txs in {:.1} ms; ",
+                    p.count,
+                    p.elapsed.as_secs_f64() * 1e3
+                )
+            });
+            format!(
+                "ok: {last}{} passes, {} failed, {} txs expired since start",
+                stats.passes, stats.failures, stats.expired_total
+            )
+        }
+    }
+}
+
+/// Starts the tasks that keep the service manager informed: `STATUS=` (from `status`) after
 /// each pass, and, with a watchdog, `WATCHDOG=1` every half timeout while [`alive`]. They
 /// end with the daemon.
 pub fn spawn(
