@@ -160,13 +160,14 @@ fn watchdog_pings_at_half_the_timeout_stop_while_a_pass_is_stuck_and_resume() {
     let mut mgr = Manager::new();
     let d = start(&dir, &mgr, Some(timeout));
     mgr.wait_for("READY=1");
-    // Pings come every half timeout: three in a row arrive well within a few timeouts.
+    // Pings come every half timeout: three in a row arrive within a few timeouts (the
+    // bound is loose for a loaded machine; what matters is that they are not one a minute).
     let first = Instant::now();
     for _ in 0..3 {
         mgr.wait_for("WATCHDOG=1");
     }
     assert!(
-        first.elapsed() < 4 * timeout,
+        first.elapsed() < 10 * timeout,
         "three pings took {:?}",
         first.elapsed()
     );

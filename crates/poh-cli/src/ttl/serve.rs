@@ -33,7 +33,7 @@ use crate::ttl::metrics::{Metrics, Observed};
 const STORE_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the store's counts (txs, bytes) are reused between scrapes. Counting is one
-/// pass over the metadata table (about 0.1 s per million txs in a release build), so it is
+/// pass over the metadata table (measured: 0.4 s for a million txs, debug build), so it is
 /// not repeated for every scraper; a pass that ends makes the next scrape count again.
 pub const STORE_COUNTS_MAX_AGE: Duration = Duration::from_secs(10);
 
