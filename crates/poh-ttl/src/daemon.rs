@@ -108,8 +108,9 @@ pub struct PassFailure {
     pub expired: u64,
 }
 
-/// Sees every pass of a daemon as it ends, on the daemon's task, after the statistics
-/// were updated: keep it quick (record a metric, not I/O).
+/// Sees every pass of a daemon as it ends, on the daemon's task, just before the
+/// statistics are updated (so whoever sees them change also sees what the observer
+/// recorded): keep it quick (record a metric, not I/O).
 pub trait PassObserver: Send + Sync + 'static {
     /// Called once per pass, completed or failed.
     fn pass_finished(&self, event: &PassEvent);
@@ -374,8 +375,36 @@ async fn run<T: ExpiryTarget, O: PassObserver>(
             )
             .await;
         let finished_at = clock.now();
-        let outcome = match result {
+        let event = PassEvent {
+            id,
+            elapsed: match &result {
+                Ok(s) => s.elapsed,
+                Err(_) => started.elapsed(),
+            },
+            finished_at,
+            outcome: match result {
+                Ok(s) => Ok(s),
+                Err(e) => Err(PassFailure {
+                    expired: match &e {
+                        TtlError::Scan { expired, .. } => *expired,
+                        _ => 0,
+                    },
+                    error: display_chain(&e),
+                }),
+            },
+        };
+        // The observer first: whoever sees the statistics change (a health check, a
+        // scrape) also sees what the observer recorded for that pass.
+        observer.pass_finished(&event);
+        match &event.outcome {
             Ok(s) => {
+                stats.send_modify(|st| {
+                    st.passes += 1;
+                    st.consecutive_failures = 0;
+                    st.expired_total += s.count;
+                    st.last_pass = Some(s.clone());
+                    st.last_success_at = Some(finished_at);
+                });
                 info!(
                     store = %store,
                     pass_id = id,
@@ -385,53 +414,27 @@ async fn run<T: ExpiryTarget, O: PassObserver>(
                     stopped_early = s.stopped_early,
                     "TTL pass complete"
                 );
-                stats.send_modify(|st| {
-                    st.passes += 1;
-                    st.consecutive_failures = 0;
-                    st.expired_total += s.count;
-                    st.last_pass = Some(s.clone());
-                    st.last_success_at = Some(finished_at);
-                });
-                Ok(s)
             }
-            Err(e) => {
-                let msg = display_chain(&e);
-                let partial = match &e {
-                    TtlError::Scan { expired, .. } => *expired,
-                    _ => 0,
-                };
+            Err(f) => {
                 stats.send_modify(|st| {
                     st.failures += 1;
                     st.consecutive_failures += 1;
-                    st.expired_total += partial;
-                    st.last_error = Some(msg.clone());
+                    st.expired_total += f.expired;
+                    st.last_error = Some(f.error.clone());
                     st.last_failure_at = Some(finished_at);
                 });
                 error!(
                     store = %store,
                     pass_id = id,
-                    expired = partial,
-                    duration_ms = millis(started.elapsed()),
+                    expired = f.expired,
+                    duration_ms = millis(event.elapsed),
                     consecutive_failures = stats.borrow().consecutive_failures,
-                    error = %msg,
+                    error = %f.error,
                     "TTL pass failed; retrying at the next tick"
                 );
-                Err(PassFailure {
-                    error: msg,
-                    expired: partial,
-                })
             }
-        };
+        }
         progress(&activity, clock, None);
-        observer.pass_finished(&PassEvent {
-            id,
-            elapsed: match &outcome {
-                Ok(s) => s.elapsed,
-                Err(_) => started.elapsed(),
-            },
-            finished_at,
-            outcome,
-        });
     }
     let st = stats.borrow().clone();
     info!(

@@ -1,10 +1,11 @@
 //! The metrics `poh-ttl run --metrics` exports, in Prometheus' text format.
 //!
 //! Values are recorded into a [`PrometheusRecorder`] of this daemon's own (not a process-wide
-//! one, so tests can run several daemons in one process), through the `metrics` facade:
-//! counters and the duration histogram as each pass ends ([`Metrics`] is the daemon's
-//! [`PassObserver`]), and what is read from the store or the clock (txs, bytes, expiry lag,
-//! health) when scraped ([`Metrics::refresh`], called by [`crate::ttl::serve`]). The text is the exporter's
+//! one, so tests can run several daemons in one process), through the `metrics` facade: the
+//! duration histogram as each pass ends ([`Metrics`] is the daemon's [`PassObserver`]), and
+//! at each scrape ([`Metrics::refresh`], called by [`crate::ttl::serve`]) the counters from
+//! one snapshot of the daemon's statistics (so they agree with each other and with the
+//! health) and what is read from the store or the clock (txs, bytes, expiry lag, health). The text is the exporter's
 //! [`PrometheusHandle::render`]. The README's metrics table lists every metric.
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use poh_storage::Stats;
-use poh_ttl::{Health, PassEvent, PassObserver};
+use poh_ttl::{DaemonStats, Health, PassEvent, PassObserver};
 
 /// Passes that completed (counter).
 pub const PASSES: &str = "poh_ttl_passes_total";
@@ -77,17 +78,18 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// What a scrape reads besides the pass counters.
+/// What a scrape reads: the daemon's statistics (one snapshot, so the counters agree with
+/// each other and with the health), the store, the health.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed {
+    /// The daemon's statistics.
+    pub stats: DaemonStats,
     /// The store's counts, if it could be read now.
     pub store: Option<Stats>,
     /// The expiry lag, if the store could be read now.
     pub lag_secs: Option<f64>,
     /// The daemon's health now.
     pub health: Health,
-    /// Consecutive failed passes.
-    pub consecutive_failures: u64,
     /// Store reopens after failures so far.
     pub reopens: u64,
 }
@@ -171,8 +173,13 @@ impl Metrics {
             if let Some(lag) = o.lag_secs {
                 gauge!(EXPIRY_LAG).set(lag);
             }
+            let st = &o.stats;
+            counter!(PASSES).absolute(st.passes);
+            counter!(FAILURES).absolute(st.failures);
+            counter!(EXPIRED).absolute(st.expired_total);
+            gauge!(CONSECUTIVE_FAILURES).set(st.consecutive_failures as f64);
+            gauge!(LAST_SUCCESS).set(st.last_success_at.unwrap_or(0.0));
             gauge!(HEALTHY).set(if o.health.is_healthy() { 1.0 } else { 0.0 });
-            gauge!(CONSECUTIVE_FAILURES).set(o.consecutive_failures as f64);
             counter!(REOPENS).absolute(o.reopens);
         });
         self.handle.render()
@@ -184,17 +191,6 @@ impl PassObserver for Metrics {
         self.with(|| {
             histogram!(PASS_DURATION, "result" => result_label(event))
                 .record(event.elapsed.as_secs_f64());
-            match &event.outcome {
-                Ok(s) => {
-                    counter!(PASSES).increment(1);
-                    counter!(EXPIRED).increment(s.count);
-                    gauge!(LAST_SUCCESS).set(event.finished_at);
-                }
-                Err(f) => {
-                    counter!(FAILURES).increment(1);
-                    counter!(EXPIRED).increment(f.expired);
-                }
-            }
         });
         // Move the pass's sample into its histogram now rather than at the next scrape,
         // so nothing accumulates when nobody scrapes.
@@ -213,16 +209,15 @@ mod tests {
     }
 
     #[test]
-    fn passes_move_the_counters_and_the_histogram() {
+    fn the_statistics_set_the_counters_and_passes_fill_the_histogram() {
         let m = Metrics::new(Duration::from_secs(3600), Duration::from_secs(60));
-        let o = Observed {
+        let t = m.refresh(&Observed {
+            stats: DaemonStats::default(),
             store: None,
             lag_secs: None,
             health: Health::Healthy("starting".into()),
-            consecutive_failures: 0,
             reopens: 0,
-        };
-        let t = m.refresh(&o);
+        });
         assert_eq!(value(&t, PASSES), Some(0.0), "{t}");
         assert_eq!(
             value(&t, "poh_ttl_build_info{version=\"0.1.0\"}"),
@@ -230,20 +225,22 @@ mod tests {
             "{t}"
         );
         assert_eq!(value(&t, TTL), Some(3600.0));
+        assert_eq!(value(&t, LAST_SUCCESS), Some(0.0));
         assert!(t.contains("# TYPE poh_ttl_passes_total counter"), "{t}");
 
+        let summary = ScanSummary {
+            count: 5,
+            batches: 1,
+            now: 1_700_000_000.0,
+            elapsed: Duration::from_millis(3),
+            dry_run: false,
+            stopped_early: false,
+        };
         m.pass_finished(&PassEvent {
             id: 1,
             elapsed: Duration::from_millis(3),
             finished_at: 1_700_000_000.0,
-            outcome: Ok(ScanSummary {
-                count: 5,
-                batches: 1,
-                now: 1_700_000_000.0,
-                elapsed: Duration::from_millis(3),
-                dry_run: false,
-                stopped_early: false,
-            }),
+            outcome: Ok(summary.clone()),
         });
         m.pass_finished(&PassEvent {
             id: 2,
@@ -255,6 +252,17 @@ mod tests {
             }),
         });
         let t = m.refresh(&Observed {
+            stats: DaemonStats {
+                passes: 1,
+                failures: 1,
+                consecutive_failures: 1,
+                last_error: Some("boom".into()),
+                expired_total: 7,
+                last_pass: Some(summary),
+                started_at: 1_699_999_999.0,
+                last_success_at: Some(1_700_000_000.0),
+                last_failure_at: Some(1_700_000_060.0),
+            },
             store: Some(Stats {
                 count: 7,
                 bytes: 700,
@@ -264,11 +272,11 @@ mod tests {
             }),
             lag_secs: Some(12.5),
             health: Health::Unhealthy("boom".into()),
-            consecutive_failures: 1,
             reopens: 1,
         });
         assert_eq!(value(&t, PASSES), Some(1.0), "{t}");
         assert_eq!(value(&t, FAILURES), Some(1.0));
+        assert_eq!(value(&t, CONSECUTIVE_FAILURES), Some(1.0));
         assert_eq!(value(&t, EXPIRED), Some(7.0));
         assert_eq!(value(&t, LAST_SUCCESS), Some(1_700_000_000.0));
         assert_eq!(value(&t, STORE_TXS), Some(7.0));

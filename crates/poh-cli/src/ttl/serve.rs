@@ -133,8 +133,8 @@ impl Endpoint {
             store: counts,
             lag_secs,
             health: assess(&self.policy, &snap, now),
-            consecutive_failures: snap.stats.consecutive_failures,
             reopens: self.store.reopens(),
+            stats: snap.stats,
         };
         self.metrics.refresh(&observed)
     }
