@@ -1,0 +1,3 @@
+def test_import():
+    import poh_storage, poh_ttl
+    assert poh_storage.__version__
