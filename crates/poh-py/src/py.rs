@@ -131,8 +131,20 @@ fn block(py: Python<'_>, fut: impl Future<Output = Outcome> + Send) -> PyResult<
 
 fn outcome_to_py(py: Python<'_>, out: Outcome) -> PyResult<Bound<'_, PyTuple>> {
     match out {
-        Ok(v) => PyTuple::new(py, [true.into_pyobject(py)?.to_owned().into_any(), value_to_py(py, v)?]),
-        Err(e) => PyTuple::new(py, [false.into_pyobject(py)?.to_owned().into_any(), error_to_py(py, &e)?]),
+        Ok(v) => PyTuple::new(
+            py,
+            [
+                true.into_pyobject(py)?.to_owned().into_any(),
+                value_to_py(py, v)?,
+            ],
+        ),
+        Err(e) => PyTuple::new(
+            py,
+            [
+                false.into_pyobject(py)?.to_owned().into_any(),
+                error_to_py(py, &e)?,
+            ],
+        ),
     }
 }
 
@@ -156,9 +168,27 @@ fn value_to_py(py: Python<'_>, v: Value) -> PyResult<Bound<'_, PyAny>> {
             let list = PyList::empty(py);
             for r in rs {
                 let item = match r {
-                    Ok(Some(tx)) => PyTuple::new(py, [true.into_pyobject(py)?.to_owned().into_any(), tx_to_py(py, tx)?])?,
-                    Ok(None) => PyTuple::new(py, [true.into_pyobject(py)?.to_owned().into_any(), py.None().into_bound(py)])?,
-                    Err(e) => PyTuple::new(py, [false.into_pyobject(py)?.to_owned().into_any(), error_to_py(py, &e)?])?,
+                    Ok(Some(tx)) => PyTuple::new(
+                        py,
+                        [
+                            true.into_pyobject(py)?.to_owned().into_any(),
+                            tx_to_py(py, tx)?,
+                        ],
+                    )?,
+                    Ok(None) => PyTuple::new(
+                        py,
+                        [
+                            true.into_pyobject(py)?.to_owned().into_any(),
+                            py.None().into_bound(py),
+                        ],
+                    )?,
+                    Err(e) => PyTuple::new(
+                        py,
+                        [
+                            false.into_pyobject(py)?.to_owned().into_any(),
+                            error_to_py(py, &e)?,
+                        ],
+                    )?,
                 };
                 list.append(item)?;
             }
@@ -170,15 +200,19 @@ fn value_to_py(py: Python<'_>, v: Value) -> PyResult<Bound<'_, PyAny>> {
 
 fn tx_to_py(py: Python<'_>, tx: Tx) -> PyResult<Bound<'_, PyAny>> {
     let payload = PyBytes::new(py, &tx.payload);
-    Ok((tx.tx_id.into_string(), tx.holder_id, tx.timestamp, payload)
-        .into_pyobject(py)?
-        .into_any())
+    Ok(
+        (tx.tx_id.into_string(), tx.holder_id, tx.timestamp, payload)
+            .into_pyobject(py)?
+            .into_any(),
+    )
 }
 
 /// `(kind, message, path, errno)`; the package maps `kind` to an exception class.
 fn error_to_py<'py>(py: Python<'py>, e: &StorageError) -> PyResult<Bound<'py, PyAny>> {
     let (kind, path, errno) = classify(e);
-    Ok((kind, e.to_string(), path, errno).into_pyobject(py)?.into_any())
+    Ok((kind, e.to_string(), path, errno)
+        .into_pyobject(py)?
+        .into_any())
 }
 
 fn classify(e: &StorageError) -> (&'static str, Option<String>, Option<i32>) {
@@ -502,7 +536,11 @@ fn inflight() -> usize {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The engine's log events (tracing, through `log`) go to Python's logging, under
     // loggers named after the Rust modules (`poh_storage.writer`, ...).
-    let _ = pyo3_log::try_init();
+    // Levels are looked up in Python at each event (events are rare: opens, repairs,
+    // failures), so `logging` configured after import is honoured.
+    let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Loggers)?
+        .filter(log::LevelFilter::Info)
+        .install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("MAX_TX_ID_LEN", poh_types::MAX_TX_ID_LEN)?;
     m.add_class::<Store>()?;
