@@ -59,8 +59,12 @@ def seedref_dir() -> pathlib.Path:
 # One side (runs in a subprocess)
 
 async def gather_chunks(coros_fn, n, width):
-    for start in range(0, n, width):
-        await asyncio.gather(*(coros_fn(i) for i in range(start, min(n, start + width))))
+    """``width`` callers, each awaiting one call after another (like request handlers):
+    ``width`` calls are in flight at any moment."""
+    async def caller(k):
+        for i in range(k, n, width):
+            await coros_fn(i)
+    await asyncio.gather(*(caller(k) for k in range(min(width, n))))
 
 
 async def side(root: pathlib.Path, n: int, size: int, width: int, warmup_s: float) -> None:

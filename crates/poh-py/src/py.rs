@@ -81,7 +81,7 @@ enum Value {
     Bool(bool),
     Strings(Vec<String>),
     Store(Box<StorageManager>),
-    Saved(Vec<Result<(), StorageError>>),
+    Saved(Vec<Result<(), ErrTuple>>),
     Loaded(Vec<Result<Option<Tx>, StorageError>>),
     Recovered(Vec<String>, String),
 }
@@ -159,7 +159,7 @@ fn value_to_py(py: Python<'_>, v: Value) -> PyResult<Bound<'_, PyAny>> {
             for r in rs {
                 match r {
                     Ok(()) => list.append(py.None())?,
-                    Err(e) => list.append(error_to_py(py, &e)?)?,
+                    Err(e) => list.append(e.into_pyobject(py)?)?,
                 }
             }
             list.into_any()
@@ -207,12 +207,17 @@ fn tx_to_py(py: Python<'_>, tx: Tx) -> PyResult<Bound<'_, PyAny>> {
     )
 }
 
-/// `(kind, message, path, errno)`; the package maps `kind` to an exception class.
-fn error_to_py<'py>(py: Python<'py>, e: &StorageError) -> PyResult<Bound<'py, PyAny>> {
+/// An error as Python gets it: `(kind, message, path, errno)`; the package maps `kind` to
+/// an exception class.
+type ErrTuple = (&'static str, String, Option<String>, Option<i32>);
+
+fn err_tuple(e: &StorageError) -> ErrTuple {
     let (kind, path, errno) = classify(e);
-    Ok((kind, e.to_string(), path, errno)
-        .into_pyobject(py)?
-        .into_any())
+    (kind, e.to_string(), path, errno)
+}
+
+fn error_to_py<'py>(py: Python<'py>, e: &StorageError) -> PyResult<Bound<'py, PyAny>> {
+    Ok(err_tuple(e).into_pyobject(py)?.into_any())
 }
 
 fn classify(e: &StorageError) -> (&'static str, Option<String>, Option<i32>) {
@@ -262,18 +267,37 @@ async fn open(base: String, db: String, create: bool) -> Outcome {
     Ok(Value::Store(Box::new(sm)))
 }
 
+/// Saves each tx with its own result. Invalid txs are answered at once; the valid ones go
+/// to the writer as one batch (one durable commit), except those whose file name cannot
+/// fit, which are saved alone so that their failure is theirs only. A failure of the
+/// batch itself (I/O, database) is every member's answer, as it is for a commit group.
 async fn save_each(sm: StorageManager, txs: Vec<Result<Tx, StorageError>>) -> Outcome {
-    // Every save is queued before any is awaited, so the writer commits them together.
-    let handles: Vec<_> = txs
-        .into_iter()
-        .map(|tx| {
-            let sm = sm.clone();
-            tokio::spawn(async move { sm.save(tx?).await })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await.unwrap_or_else(|e| Err(invalid(e))));
+    let limits = *sm.limits();
+    let mut out: Vec<Result<(), ErrTuple>> = Vec::with_capacity(txs.len());
+    let mut batch: Vec<(usize, Tx)> = Vec::new();
+    let mut alone = Vec::new();
+    for (i, tx) in txs.into_iter().enumerate() {
+        out.push(Ok(()));
+        match tx.and_then(|tx| tx.validate(&limits).map(|()| tx).map_err(Into::into)) {
+            Err(e) => out[i] = Err(err_tuple(&e)),
+            Ok(tx) if tx.tx_id.fits_file_name() => batch.push((i, tx)),
+            Ok(tx) => {
+                let sm = sm.clone();
+                alone.push((i, tokio::spawn(async move { sm.save(tx).await })));
+            }
+        }
+    }
+    let (slots, batch): (Vec<usize>, Vec<Tx>) = batch.into_iter().unzip();
+    if let Err(e) = sm.save_batch(batch).await {
+        let e = err_tuple(&e);
+        for i in slots {
+            out[i] = Err(e.clone());
+        }
+    }
+    for (i, h) in alone {
+        if let Err(e) = h.await.unwrap_or_else(|e| Err(invalid(e))) {
+            out[i] = Err(err_tuple(&e));
+        }
     }
     Ok(Value::Saved(out))
 }
@@ -287,7 +311,7 @@ async fn load_many(sm: StorageManager, ids: Vec<String>) -> Outcome {
             Err(e) => bad.push((i, e)),
         }
     }
-    let mut loaded = sm.load_many(valid).await?.into_iter();
+    let mut loaded = load_parallel(&sm, valid).await?.into_iter();
     let mut bad = bad.into_iter().peekable();
     let mut out = Vec::with_capacity(ids.len());
     for i in 0..ids.len() {
@@ -300,6 +324,34 @@ async fn load_many(sm: StorageManager, ids: Vec<String>) -> Outcome {
         }
     }
     Ok(Value::Loaded(out))
+}
+
+/// `load_many` split over the CPU cores (each part is one hand-off to the blocking pool),
+/// results in order.
+async fn load_parallel(
+    sm: &StorageManager,
+    ids: Vec<TxId>,
+) -> Result<Vec<Result<Option<Tx>, StorageError>>, StorageError> {
+    const MIN_PART: usize = 64;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = (ids.len() / MIN_PART).clamp(1, cores);
+    if parts == 1 {
+        return sm.load_many(ids).await;
+    }
+    let size = ids.len().div_ceil(parts);
+    let mut rest = ids;
+    let mut handles = Vec::with_capacity(parts);
+    while !rest.is_empty() {
+        let tail = rest.split_off(size.min(rest.len()));
+        let part = std::mem::replace(&mut rest, tail);
+        let sm = sm.clone();
+        handles.push(tokio::spawn(async move { sm.load_many(part).await }));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        out.extend(h.await.map_err(invalid)??);
+    }
+    Ok(out)
 }
 
 async fn delete(sm: StorageManager, id: String) -> Outcome {
