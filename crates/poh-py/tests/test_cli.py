@@ -105,3 +105,19 @@ def test_app_storage_errors_exit_nonzero(paths):
     assert rc == 1 and out == "" and "tx_id" in err
     rc, _, err = run_module("poh_storage.app_storage", "bogus", "--base", str(base), "--db", str(db))
     assert rc == 2
+
+
+def test_stores_are_shared_with_the_prototype_both_ways(tmp_path):
+    """A store the prototype's CLI wrote opens with ours, and the prototype reads ours."""
+    seedref = require_seedref()
+    proto_env = dict(os.environ, PYTHONPATH=str(seedref))
+    base, db = tmp_path / "data", tmp_path / "data" / "poh.db"
+    args = ("--base", str(base), "--db", str(db))
+    assert run_module("poh_storage.app_storage", "save", "--tx", TX, *args, env=proto_env)[0] == 0
+    rc, out, err = run_module("poh_storage.app_storage", "load", "--tx-id", "1", *args)
+    assert rc == 0 and json.loads(out)["payload"] == "YWJj", err
+    second = '{"tx_id":"t-2","holder_id":"h","timestamp":2.0,"payload":"AAEC"}'
+    assert run_module("poh_storage.app_storage", "save", "--tx", second, *args)[0] == 0
+    rc, out, err = run_module("poh_storage.app_storage", "load", "--tx-id", "t-2", *args, env=proto_env)
+    assert rc == 0 and json.loads(out)["payload"] == "AAEC", err
+    assert run_module("poh_storage.app_storage", "list", *args, env=proto_env)[1] == '["1", "t-2"]\n'
