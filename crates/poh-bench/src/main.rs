@@ -1,5 +1,7 @@
 //! `poh-bench`: measures poh-storage on this machine and, in the same run, the machine's own
 //! limits for the same work, so the figures can be read as ratios rather than absolutes.
+//! (Over 600 lines on purpose: one binary measures every phase, the machine limits and
+//! the report side by side, so a run is one self-contained program.)
 //!
 //! ```text
 //! cargo run --release -p poh-bench -- --n 10000,100000 --size 1024 --markdown bench.md

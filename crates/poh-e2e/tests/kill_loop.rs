@@ -26,8 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{Rng, bin, lines_of, now, signal};
-use poh_storage::payload::sha256_hex;
-use poh_storage::{MetaBackend, ProblemKind, SqliteBackend, StorageManager, Tx, TxId};
+use poh_storage::{OpenOptions, ProblemKind, StorageManager, Tx, TxId};
 
 /// Only a safety net against a hung child; the test waits on its output, never on time.
 const SAFETY: Duration = Duration::from_secs(120);
@@ -536,40 +535,24 @@ fn run_iteration(
 }
 
 /// Temp files in `.tmp/`, and how many of them hold the payload their committed row names
-/// while the payload file does not: read with a bare metadata reader, before any repair.
-fn interrupted_saves(base: &Path, db: &Path) -> (usize, usize) {
-    let Ok(dir) = std::fs::read_dir(base.join(".tmp")) else {
-        return (0, 0);
-    };
-    let temps: Vec<PathBuf> = dir.map(|e| e.unwrap().path()).collect();
-    if temps.is_empty() {
+/// while the payload file does not (what a read-only verify reports as `rolled_forward`):
+/// looked at before any repair.
+async fn interrupted_saves(base: &Path, db: &Path) -> (usize, usize) {
+    let temps = std::fs::read_dir(base.join(".tmp")).map_or(0, |d| d.count());
+    if temps == 0 {
         return (0, 0);
     }
-    let mut meta = SqliteBackend::new(db, false).open_reader().unwrap();
-    let committed = temps
-        .iter()
-        .filter(|t| {
-            let name = t.file_name().unwrap().to_string_lossy().into_owned();
-            // `<id>.<pid>-<seq>.tmp`
-            let Some(id) = name
-                .strip_suffix(".tmp")
-                .and_then(|stem| stem.rsplit_once('.'))
-                .map(|(id, _)| id)
-            else {
-                return false;
-            };
-            let Some(row) = meta.get(id).unwrap() else {
-                return false;
-            };
-            let temp_hash = std::fs::read(t).map(|d| sha256_hex(&d)).ok();
-            let file_hash = std::fs::read(base.join(format!("{id}.bin")))
-                .map(|d| sha256_hex(&d))
-                .ok();
-            temp_hash.as_deref() == Some(row.storage_hash.as_str())
-                && file_hash.as_deref() != Some(row.storage_hash.as_str())
-        })
-        .count();
-    (temps.len(), committed)
+    let opts = OpenOptions {
+        create: false,
+        read_only: true,
+        ..OpenOptions::default()
+    };
+    let sm = StorageManager::open_with(base, db, opts)
+        .await
+        .expect("read-only open");
+    let report = sm.verify().await.expect("verify");
+    sm.close().await.expect("close");
+    (temps, report.rolled_forward.len())
 }
 
 /// Reopens the store (repairing `.tmp/`), recovers, verifies and compares every tx with the
@@ -577,7 +560,7 @@ fn interrupted_saves(base: &Path, db: &Path) -> (usize, usize) {
 async fn check(base: &PathBuf, db: &PathBuf, out: &Outcome, c: &mut Counts, iter: u64) -> State {
     // Where the kills landed: temps of an interrupted save, and among them saves that had
     // passed their commit point (the row already names the temp's content).
-    let (temps, committed) = interrupted_saves(base, db);
+    let (temps, committed) = interrupted_saves(base, db).await;
     c.kills_leaving_temps += u64::from(temps > 0);
     c.kills_after_commit += u64::from(committed > 0);
     let sm = StorageManager::open(base, db)

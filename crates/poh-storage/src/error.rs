@@ -81,7 +81,7 @@ pub enum StorageError {
     /// A path given for the store names one of the files the store manages itself (for
     /// example a database inside `<base>/.tmp/`, or an output file onto the database), so
     /// using it would destroy the store or the file; nothing was touched. See
-    /// [`crate::names`].
+    /// [`crate::check_db_path`].
     #[error("refusing {}: {why}", path.display())]
     BadPath {
         /// The path as given.
@@ -141,6 +141,26 @@ pub enum StorageError {
         why: String,
     },
 
+    /// A directory of the store (its base, `.tmp/` or `.quarantine/`) can be written by
+    /// users other than its owner: a group or world write bit without the sticky bit.
+    /// Anyone who can write there can plant files and symbolic links where the store
+    /// renames and deletes files, so a writable handle refuses to open; read-only handles
+    /// only warn.
+    #[error(
+        "{} is writable by other users (mode {mode:04o}): anyone who can write there can plant files and links in a store that deletes files, so the store refuses to write to it; make it private with `chmod {expected:o} {}`",
+        path.display(),
+        path.display()
+    )]
+    WritableByOthers {
+        /// The directory concerned.
+        path: PathBuf,
+        /// Its permission bits (with setuid, setgid and sticky).
+        mode: u32,
+        /// The mode the store gives the directories it creates (0700, or 0750 for a
+        /// group-readable store): what to `chmod` it to.
+        expected: u32,
+    },
+
     /// The save passed its commit point (the rows are durable and each payload is
     /// durable in `.tmp/`) but moving the payloads into place failed. The txs are saved:
     /// loads return them, and the next open or `recover` finishes the move.
@@ -177,3 +197,20 @@ impl StorageError {
 
 /// Result alias for this crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// `err` and its sources joined with `": "` on one line (like `{:#}`), leaving out a
+/// source whose text the message so far already contains (several errors quote their
+/// cause). The one rule both binaries and the TTL daemon's log use.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}

@@ -2,10 +2,57 @@
 //! real implementation. Tests substitute [`crate::sim::SimFs`] to inject failures and
 //! simulate power loss.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+/// The permission bits a store gives what it creates: its directories (the base, `.tmp/`,
+/// `.quarantine/`) and its files (payloads, temps, quarantine notes, the database and its
+/// side files, the lock). Set exactly, whatever the process umask. Files and directories
+/// that already exist keep their modes until the store rewrites them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    /// Mode of the directories the store creates.
+    pub dir: u32,
+    /// Mode of the files the store creates.
+    pub file: u32,
+}
+
+impl Modes {
+    /// The default: readable and writable by the store's own user only (0700 / 0600).
+    pub const PRIVATE: Modes = Modes {
+        dir: 0o700,
+        file: 0o600,
+    };
+    /// Readable by the group as well, for services that share a store (0750 / 0640).
+    /// Never wider: nothing is group-writable or open to other users.
+    pub const GROUP_READABLE: Modes = Modes {
+        dir: 0o750,
+        file: 0o640,
+    };
+
+    /// [`Self::GROUP_READABLE`] if `group_readable`, else [`Self::PRIVATE`].
+    pub fn new(group_readable: bool) -> Self {
+        if group_readable {
+            Self::GROUP_READABLE
+        } else {
+            Self::PRIVATE
+        }
+    }
+}
+
+impl Default for Modes {
+    fn default() -> Self {
+        Self::PRIVATE
+    }
+}
+
+/// True when `mode` lets users other than the owner create, remove or rename entries in
+/// a directory: a group or world write bit without the sticky bit.
+pub fn writable_by_others(mode: u32) -> bool {
+    mode & 0o022 != 0 && mode & 0o1000 == 0
+}
 
 /// What a directory entry is. Payloads must be [`EntryKind::File`]; anything else found
 /// where a payload should be is treated as corruption, never followed.
@@ -35,17 +82,23 @@ pub struct DirEntry {
 /// Durability contract, as on POSIX: data written by [`write_new`](Self::write_new)
 /// survives power loss only after [`sync_file`](Self::sync_file); a created, renamed or
 /// removed name survives only after [`sync_dir`](Self::sync_dir) on its directory.
+///
+/// Modes: `mode` arguments are permission bits (`0o700`, `0o600`, ...) that a real file
+/// system must give the new directory or file exactly, whatever the process umask (see
+/// [`Modes`]). A file system without permissions (the simulator) ignores them.
 pub trait FileSystem: Send + Sync + 'static {
-    /// Creates the directory and its parents if missing.
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// Creates a new file (failing if it exists) holding `data`. Not synced.
-    fn write_new(&self, path: &Path, data: &[u8]) -> io::Result<()>;
+    /// Creates the directory, with permission bits `mode`, and its missing parents (those
+    /// with the default mode, as `mkdir -p -m` does).
+    fn create_dir_all(&self, dir: &Path, mode: u32) -> io::Result<()>;
+    /// Creates a new file (failing if it exists) with permission bits `mode`, holding
+    /// `data`. Not synced.
+    fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()>;
     /// Makes a file's contents durable.
     fn sync_file(&self, path: &Path) -> io::Result<()>;
     /// Creates, writes and syncs a file. Implementations may do it on one descriptor;
     /// the default calls [`write_new`](Self::write_new) then [`sync_file`](Self::sync_file).
-    fn write_new_synced(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        self.write_new(path, data)?;
+    fn write_new_synced(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        self.write_new(path, data, mode)?;
         self.sync_file(path)
     }
     /// Atomically renames `from` to `to`, replacing `to` if it exists.
@@ -61,6 +114,11 @@ pub trait FileSystem: Send + Sync + 'static {
     fn list_dir(&self, dir: &Path, visit: &mut dyn FnMut(DirEntry)) -> io::Result<()>;
     /// What `path` is, without following links.
     fn kind(&self, path: &Path) -> io::Result<EntryKind>;
+    /// The permission bits of `path` (with the setuid, setgid and sticky bits), following
+    /// a link; `None` on a file system without permissions (the default).
+    fn mode(&self, _path: &Path) -> io::Result<Option<u32>> {
+        Ok(None)
+    }
 }
 
 /// The operating system's file system.
@@ -80,30 +138,54 @@ fn kind_of(ft: fs::FileType) -> EntryKind {
 }
 
 impl RealFs {
-    fn create(path: &Path) -> io::Result<File> {
-        OpenOptions::new()
+    /// Creates a new file with exactly `mode`: the umask may have narrowed what `open`
+    /// gave it, so the mode is set again on the descriptor.
+    fn create(path: &Path, mode: u32) -> io::Result<File> {
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
+            .open(path)?;
+        f.set_permissions(Permissions::from_mode(mode))?;
+        Ok(f)
     }
 }
 
 impl FileSystem for RealFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+    fn create_dir_all(&self, dir: &Path, mode: u32) -> io::Result<()> {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)?;
+        }
+        match fs::DirBuilder::new().mode(mode).create(dir) {
+            Ok(()) => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists
+                    && fs::metadata(dir).is_ok_and(|m| m.is_dir()) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        // The umask may have narrowed it. Set the mode through a descriptor of the
+        // directory just made, never through a link put in its place meanwhile.
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir)?
+            .set_permissions(Permissions::from_mode(mode))
     }
 
-    fn write_new(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        Self::create(path)?.write_all(data)
+    fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        Self::create(path, mode)?.write_all(data)
     }
 
     fn sync_file(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
     }
 
-    fn write_new_synced(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        let mut f = Self::create(path)?;
+    fn write_new_synced(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        let mut f = Self::create(path, mode)?;
         f.write_all(data)?;
         f.sync_all()
     }
@@ -151,6 +233,10 @@ impl FileSystem for RealFs {
     fn kind(&self, path: &Path) -> io::Result<EntryKind> {
         Ok(kind_of(fs::symlink_metadata(path)?.file_type()))
     }
+
+    fn mode(&self, path: &Path) -> io::Result<Option<u32>> {
+        Ok(Some(fs::metadata(path)?.permissions().mode() & 0o7777))
+    }
 }
 
 /// The error [`FileSystem::read`] returns for something that is not a regular file.
@@ -169,4 +255,21 @@ pub fn is_not_regular(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::IsADirectory
         || e.raw_os_error() == Some(libc::ELOOP)
         || e.raw_os_error() == Some(libc::EISDIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_or_world_write_bit_without_sticky_is_writable_by_others() {
+        for m in [0o777, 0o770, 0o720, 0o702, 0o2770] {
+            assert!(writable_by_others(m), "{m:o}");
+        }
+        for m in [0o700, 0o750, 0o755, 0o555, 0o1777, 0o1770] {
+            assert!(!writable_by_others(m), "{m:o}");
+        }
+        assert_eq!(Modes::new(false), Modes::PRIVATE);
+        assert_eq!(Modes::new(true).file & 0o077, 0o040, "group read only");
+    }
 }

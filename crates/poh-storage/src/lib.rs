@@ -1,50 +1,74 @@
-//! poh-storage: a durable, verified store for Proof-of-History transactions.
+//! poh-storage: a durable, verified store for Proof-of-History transactions — the engine
+//! library under the `poh-storage` and `poh-ttl` command lines and the Python package.
 //!
-//! Each payload is a file `<base>/<tx_id>.bin`; its metadata (SHA-256, timestamp, holder,
-//! size) is a row of the SQLite table `txs`. A save is acknowledged only once both are
-//! durable; a load re-hashes the payload and refuses one that differs; `recover` repairs
-//! whatever a crash or corruption left. The on-disk format is the prototype's, extended
-//! compatibly (see `docs/design.md`).
+//! A save is acknowledged only once it is durable; a load re-hashes the payload and
+//! refuses one that differs; `recover` repairs whatever a crash or corruption left, and
+//! never deletes the last copy of anything. Today's engine keeps each payload as a file
+//! `<base>/<tx_id>.bin` and its metadata (SHA-256, timestamp, holder, size) as a row of
+//! the SQLite table `txs`: the prototype's format, extended compatibly (see
+//! `docs/design.md`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use poh_storage::{StorageManager, Tx, TxId};
+//!
+//! let store = StorageManager::open("./data", "./data/poh.db").await?;
+//! store.save(Tx::new("t1", "alice", 1_700_000_000.0, b"hello".to_vec())?).await?;
+//! let tx = store.load(&TxId::new("t1")?).await?;                 // verified against SHA-256
+//! assert_eq!(tx.map(|t| t.payload), Some(b"hello".to_vec()));
+//! let report = store.recover(false).await?;                      // repair after a crash
+//! assert!(report.is_clean());
+//! store.close().await?;
+//! # Ok(()) }
+//! ```
 //!
 //! # Layout
-//! - [`manager`]: [`StorageManager`], the async API (open, save, load, delete, list,
-//!   recover, stats, close).
-//! - [`writer`]: the writer thread and its group-commit save protocol.
-//! - [`payload`]: payload file names, temp and quarantine folders, hashing.
-//! - [`names`]: the names the store manages, and refusing a database or output path
-//!   that would land on them.
-//! - [`meta`]: the [`MetaStore`] interface and its SQLite implementation, with migration.
-//! - [`recover`]: recovery and verification reports.
-//! - [`fs`]: the narrow [`FileSystem`] trait and the real implementation.
-//! - [`sim`]: [`sim::SimFs`], an in-memory file system that models power loss and injects
-//!   I/O errors, for testing the durability promise.
-//! - [`lock`]: the cross-process store lock.
-//! - [`error`]: [`StorageError`], the one error type.
-//! - [`cli`]: the `poh-storage` command line (the binary is a thin wrapper around it).
+//! The layers, top down (docs/design.md draws them):
+//! - `manager`: [`StorageManager`], the async API for every engine: validation,
+//!   read-only handles, the reader pool; `options`: [`OpenOptions`].
+//! - `group`: group commit — one writer thread batching concurrent saves for the engine;
+//!   `poison`: the "refuse writes until reopened" state after a durability failure.
+//! - `engine`: the seam an engine implements (`Engine`, `EngineWriter`, `EngineReader`)
+//!   and the engine-neutral data that crosses it ([`MetaRow`], [`Stats`]).
+//! - `files`: the flat-file engine (payload files + SQLite metadata + a store lock).
+//! - `report`: [`RecoverReport`], [`Finding`], [`ProblemKind`].
+//! - `fs`: the narrow [`FileSystem`] trait the file engine is written against (tests
+//!   substitute poh-testkit's simulated one) and [`RealFs`].
+//! - `error`: [`StorageError`], the one error type, and [`error_chain`].
 //!
 //! # What it is not
 //! Not a database: no queries beyond by-id, by-id-order paging and by-age expiry. Not safe
 //! to share with the prototype's own writers at the same moment (they ignore the store
-//! lock); the prototype may read a store of ours, and its stores open with ours.
+//! lock); the prototype may read a store of ours, and its stores open with ours. Not a
+//! command line: that is the `poh-cli` crate.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod cli;
-pub mod error;
-pub mod fs;
-pub mod lock;
-pub mod manager;
-pub mod meta;
-pub mod names;
+mod engine;
+mod error;
+mod files;
+mod fs;
+mod group;
+mod manager;
+mod options;
 mod par;
-pub mod payload;
-pub mod recover;
-pub mod sim;
-pub mod writer;
+mod poison;
+mod report;
 
-pub use error::{Result, StorageError};
-pub use fs::{FileSystem, RealFs};
-pub use manager::{OpenOptions, Page, StorageManager};
-pub use meta::{MetaBackend, MetaRow, MetaStore, SqliteBackend, Stats};
+pub use engine::{MetaRow, Stats};
+pub use error::{Result, StorageError, error_chain};
+pub use files::names::{check_db_path, check_output_path, is_store_path};
+pub use files::{LOCK_FILE, sha256_hex};
+pub use fs::{
+    DirEntry, EntryKind, FileSystem, Modes, RealFs, is_not_regular, not_regular, writable_by_others,
+};
+pub use group::{MAX_GROUP_BYTES, MAX_GROUP_TXS};
+pub use manager::{Page, StorageManager};
+pub use options::{DEFAULT_LOCK_TIMEOUT, OpenOptions};
 pub use poh_types::{Limits, Tx, TxId};
-pub use recover::{Finding, ProblemKind, RecoverReport};
+pub use report::{Finding, ProblemKind, RecoverReport};
+
+/// The README's Rust examples, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,77 +1,26 @@
-//! [`StorageManager`]: the async face of a store. Writes go to the writer thread (group
-//! commit); reads run on tokio's blocking pool with a small pool of reader connections.
+//! [`StorageManager`]: the async face of a store, the same for every engine. Input is
+//! validated here; writes go to the writer thread ([`crate::group`], group commit); reads
+//! run on tokio's blocking pool with a small pool of the engine's readers; read-only
+//! handles and poisoning are enforced here, not in each engine.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use poh_types::{Limits, Tx, TxId};
 use tokio::sync::oneshot;
 
+use crate::engine::{Engine, EngineReader, MetaRow, Stats};
 use crate::error::{Result, StorageError};
-use crate::fs::{FileSystem, RealFs, is_not_regular};
-use crate::lock::{DEFAULT_LOCK_TIMEOUT, StoreLock};
-use crate::meta::{MetaBackend, MetaRow, MetaState, MetaStore, SqliteBackend, Stats};
-use crate::payload::{PayloadStore, sha256_hex};
-use crate::recover::{self, RecoverReport};
-use crate::writer::{Cmd, Poison, Writer};
+use crate::files::FilesEngine;
+use crate::group::{self, Cmd};
+use crate::options::OpenOptions;
+use crate::poison::{Poison, lock};
+use crate::report::RecoverReport;
 
 /// Most idle reader connections kept.
 const MAX_IDLE_READERS: usize = 8;
-
-/// How a store is opened.
-#[derive(Clone)]
-pub struct OpenOptions {
-    /// Create the base directory and database if missing (default true).
-    pub create: bool,
-    /// Finish or discard the temp files of saves a crash interrupted, at open (default
-    /// true). Turn off to inspect a store exactly as found (`verify`); the writes of such a
-    /// handle still work, and `recover` does the same repair.
-    pub repair: bool,
-    /// Open for reading only (default false): nothing under the base or at the database
-    /// is created, migrated or changed — not even the lock file — so it works on a
-    /// read-only mount, a full disk or a store owned by another user, never waits for a
-    /// writer's lock on its fast path, and inspects a store exactly as found. Writes
-    /// return [`StorageError::ReadOnly`]; `recover` runs only as a dry run.
-    pub read_only: bool,
-    /// Longest wait for the store lock before failing with
-    /// [`StorageError::LockTimeout`] (default 30 s).
-    pub lock_timeout: Duration,
-    /// Input limits applied to saves.
-    pub limits: Limits,
-    /// The file system payloads live on (tests substitute a simulated one).
-    pub fs: Arc<dyn FileSystem>,
-    /// The metadata backend; `None` means SQLite at the `db` path given to `open`.
-    pub meta: Option<Arc<dyn MetaBackend>>,
-}
-
-impl Default for OpenOptions {
-    fn default() -> Self {
-        Self {
-            create: true,
-            repair: true,
-            read_only: false,
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            limits: Limits::default(),
-            fs: Arc::new(RealFs),
-            meta: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for OpenOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenOptions")
-            .field("create", &self.create)
-            .field("repair", &self.repair)
-            .field("read_only", &self.read_only)
-            .field("lock_timeout", &self.lock_timeout)
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A page of [`StorageManager::list_page`].
 #[derive(Debug, Clone, PartialEq)]
@@ -92,101 +41,11 @@ pub struct StorageManager {
 struct Inner {
     tx: Mutex<Option<mpsc::Sender<Cmd>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    backend: Arc<dyn MetaBackend>,
-    readers: Mutex<Vec<Box<dyn MetaStore>>>,
-    payloads: PayloadStore,
+    engine: Arc<dyn Engine>,
+    readers: Mutex<Vec<Box<dyn EngineReader>>>,
     limits: Limits,
     poison: Poison,
     read_only: bool,
-    lock_timeout: Duration,
-}
-
-impl Inner {
-    /// The store lock for waiting out writers, opened without creating anything; `None`
-    /// when no writer of ours ever opened the store.
-    fn lock(&self) -> Result<Option<StoreLock>> {
-        StoreLock::open_existing(self.payloads.base(), self.lock_timeout)
-    }
-}
-
-/// Logs what an open-time repair did.
-fn log_repair(report: &RecoverReport) {
-    if !report.rolled_forward.is_empty() || !report.temps_removed.is_empty() {
-        tracing::info!(
-            rolled_forward = report.rolled_forward.len(),
-            temps_removed = report.temps_removed.len(),
-            "finished saves interrupted by a crash"
-        );
-    }
-}
-
-/// A store is about to be created where the metadata is missing or has no schema: the
-/// base must hold nothing but what the store itself puts there. A non-empty directory
-/// that is not a store (a user's files) or payload files whose metadata was lost are
-/// refused, so no later `recover` can mistake them for orphans.
-fn check_new_store_place(payloads: &PayloadStore, db: &Path, state: MetaState) -> Result<()> {
-    let base = payloads.base();
-    let db_name = db_name_in(base, db);
-    let mut foreign: Vec<String> = Vec::new();
-    let mut count = 0usize;
-    let listed = payloads.fs().list_dir(base, &mut |e| {
-        let own = e.name == crate::lock::LOCK_FILE
-            || (e.name == crate::payload::TMP_DIR && e.kind == crate::fs::EntryKind::Dir)
-            || db_name.as_deref().is_some_and(|n| {
-                e.name == n
-                    || ["-wal", "-shm", "-journal"]
-                        .iter()
-                        .any(|x| e.name == format!("{n}{x}"))
-            });
-        if !own {
-            count += 1;
-            if foreign.len() < 3 {
-                foreign.push(e.name);
-            }
-        }
-    });
-    match listed {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StorageError::io("list base directory", base, e)),
-    }
-    if count == 0 {
-        return Ok(());
-    }
-    let shown = foreign.join(", ");
-    let more = if count > foreign.len() { ", …" } else { "" };
-    let why = match state {
-        MetaState::NoSchema => format!(
-            "its metadata database {} is empty or has no txs table, yet the directory holds \
-             {count} other entr{} ({shown}{more}); the metadata may have been lost. Nothing \
-             was changed: restore the database, or move the files away to start a new store",
-            db.display(),
-            if count == 1 { "y" } else { "ies" },
-        ),
-        _ => format!(
-            "the directory is not empty ({count} entr{}: {shown}{more}) and has no metadata \
-             database at {}; refusing to make a store of it. Use a new or empty directory \
-             (or restore the database if this store lost it)",
-            if count == 1 { "y" } else { "ies" },
-            db.display(),
-        ),
-    };
-    Err(StorageError::NotAStore {
-        path: base.to_owned(),
-        why,
-    })
-}
-
-/// The database's file name when it lives directly in `base`.
-fn db_name_in(base: &Path, db: &Path) -> Option<String> {
-    let parent = match db.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let same = parent == base
-        || matches!((parent.canonicalize(), base.canonicalize()), (Ok(a), Ok(b)) if a == b);
-    same.then(|| db.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .flatten()
 }
 
 impl Drop for Inner {
@@ -208,8 +67,8 @@ impl Drop for Inner {
 impl std::fmt::Debug for StorageManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageManager")
-            .field("base", &self.inner.payloads.base())
-            .field("db", &self.inner.backend.location())
+            .field("base", &self.inner.engine.base())
+            .field("db", &self.inner.engine.location())
             .finish()
     }
 }
@@ -244,112 +103,31 @@ impl StorageManager {
     }
 
     fn open_blocking(base: PathBuf, db: PathBuf, opts: OpenOptions) -> Result<Self> {
-        crate::names::check_db_path(&base, &db)?;
-        let payloads = PayloadStore::new(opts.fs.clone(), &base);
-        let create = opts.create && !opts.read_only;
-        let backend: Arc<dyn MetaBackend> = match &opts.meta {
-            Some(b) => b.clone(),
-            None => Arc::new(SqliteBackend::new(&db, create)),
-        };
-        let state = match payloads.fs().kind(&base) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
-                return Err(StorageError::NotFound {
-                    path: base,
-                    why: "the base directory does not exist".into(),
-                });
-            }
-            _ => backend.probe()?,
-        };
-        match state {
-            MetaState::Store => {}
-            MetaState::Missing if !create => {
-                return Err(StorageError::NotFound {
-                    path: db,
-                    why: "the metadata database does not exist".into(),
-                });
-            }
-            MetaState::NoSchema if !create => {
-                return Err(StorageError::NotAStore {
-                    path: db,
-                    why: "the metadata database is empty or has no txs table (was it lost or \
-                          truncated?); nothing was changed"
-                        .into(),
-                });
-            }
-            MetaState::Missing | MetaState::NoSchema => {
-                check_new_store_place(&payloads, &db, state)?;
-            }
-        }
-        if opts.read_only {
-            payloads.check()?;
-            // Refuses a lock file planted as a link, as writers do; opens nothing else.
-            StoreLock::open_existing(&base, opts.lock_timeout)?;
-            return Ok(Self::assemble(
-                backend,
-                payloads,
-                &opts,
-                None,
-                Poison::default(),
-            ));
-        }
-        payloads.init()?;
-        let mut meta = backend.open_writer()?;
-        let lock = StoreLock::open(&base, opts.lock_timeout)?;
-        let mut repaired = false;
-        if opts.repair {
-            // Another process holding the lock is alive and writing: do not wait for it
-            // (reads must not), let the writer thread repair at its first hold instead.
-            if let Some(_guard) = lock.try_exclusive()? {
-                log_repair(&recover::repair_temps(&payloads, &mut *meta, false));
-                repaired = true;
-            }
-        }
+        let engine: Arc<dyn Engine> = Arc::new(FilesEngine::open(base, db, &opts)?);
         let poison = Poison::default();
-        let writer = Writer {
-            meta,
-            payloads: payloads.clone(),
-            lock,
-            poison: poison.clone(),
-            repaired: repaired || !opts.repair,
+        let (tx, thread) = if opts.read_only {
+            (None, None)
+        } else {
+            let writer = engine.writer(poison.clone(), opts.repair)?;
+            let (tx, rx) = mpsc::channel();
+            let p = poison.clone();
+            let thread = std::thread::Builder::new()
+                .name("poh-writer".into())
+                .spawn(move || group::run(writer, p, rx))
+                .map_err(|e| StorageError::io("spawn writer thread", engine.base(), e))?;
+            (Some(tx), Some(thread))
         };
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("poh-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| StorageError::io("spawn writer thread", &base, e))?;
-        Ok(Self::assemble(
-            backend,
-            payloads,
-            &opts,
-            Some((tx, thread)),
-            poison,
-        ))
-    }
-
-    fn assemble(
-        backend: Arc<dyn MetaBackend>,
-        payloads: PayloadStore,
-        opts: &OpenOptions,
-        writer: Option<(mpsc::Sender<Cmd>, JoinHandle<()>)>,
-        poison: Poison,
-    ) -> Self {
-        let (tx, thread) = match writer {
-            Some((tx, thread)) => (Some(tx), Some(thread)),
-            None => (None, None),
-        };
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 tx: Mutex::new(tx),
                 thread: Mutex::new(thread),
-                backend,
+                engine,
                 readers: Mutex::new(Vec::new()),
-                payloads,
                 limits: opts.limits,
                 poison,
                 read_only: opts.read_only,
-                lock_timeout: opts.lock_timeout,
             }),
-        }
+        })
     }
 
     /// Fails for a handle opened read-only.
@@ -362,7 +140,7 @@ impl StorageManager {
 
     /// The base directory.
     pub fn base(&self) -> &Path {
-        self.inner.payloads.base()
+        self.inner.engine.base()
     }
 
     /// The limits applied to saves.
@@ -373,7 +151,7 @@ impl StorageManager {
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Cmd) -> Result<T> {
         let (reply, rx) = oneshot::channel();
         {
-            let guard = self.inner.tx.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = lock(&self.inner.tx);
             let sender = guard.as_ref().ok_or(StorageError::Closed)?;
             sender.send(make(reply)).map_err(|_| StorageError::Closed)?;
         }
@@ -422,18 +200,17 @@ impl StorageManager {
         .await
     }
 
-    fn with_reader<T>(inner: &Inner, f: impl FnOnce(&mut dyn MetaStore) -> Result<T>) -> Result<T> {
-        let pooled = inner
-            .readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+    fn with_reader<T>(
+        inner: &Inner,
+        f: impl FnOnce(&mut dyn EngineReader) -> Result<T>,
+    ) -> Result<T> {
+        let pooled = lock(&inner.readers).pop();
         let mut conn = match pooled {
             Some(c) => c,
-            None => inner.backend.open_reader()?,
+            None => inner.engine.reader()?,
         };
         let out = f(&mut *conn);
-        let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = lock(&inner.readers);
         if pool.len() < MAX_IDLE_READERS {
             pool.push(conn);
         }
@@ -474,26 +251,29 @@ impl StorageManager {
     /// there is no such tx; an integrity error if the payload is missing or altered.
     pub async fn load(&self, id: &TxId) -> Result<Option<Tx>> {
         let id = id.clone();
-        self.read(move |inner| load_one(inner, &id)).await
+        self.read(move |inner| Self::with_reader(inner, |r| r.load(&id)))
+            .await
     }
 
     /// Loads many ids in one hand-off to the blocking pool; one result per id, in order.
     pub async fn load_many(&self, ids: Vec<TxId>) -> Result<Vec<Result<Option<Tx>>>> {
-        self.read(move |inner| Ok(ids.iter().map(|id| load_one(inner, id)).collect()))
-            .await
+        self.read(move |inner| {
+            Self::with_reader(inner, |r| Ok(ids.iter().map(|id| r.load(id)).collect()))
+        })
+        .await
     }
 
     /// True if a row exists for `id` (the payload is not read).
     pub async fn exists(&self, id: &TxId) -> Result<bool> {
         let id = id.clone();
-        self.read(move |inner| Self::with_reader(inner, |m| Ok(m.get(id.as_str())?.is_some())))
+        self.read(move |inner| Self::with_reader(inner, |m| Ok(m.row(id.as_str())?.is_some())))
             .await
     }
 
     /// The metadata row of `id`, without reading the payload.
     pub async fn meta(&self, id: &TxId) -> Result<Option<MetaRow>> {
         let id = id.clone();
-        self.read(move |inner| Self::with_reader(inner, |m| m.get(id.as_str())))
+        self.read(move |inner| Self::with_reader(inner, |m| m.row(id.as_str())))
             .await
     }
 
@@ -528,24 +308,7 @@ impl StorageManager {
             self.writable("recover (without --dry-run)")?;
             self.inner.poison.check()?;
         }
-        self.read(move |inner| {
-            // A dry run looks things up again through a second reader: it never writes.
-            let mut writer = if dry_run {
-                inner.backend.open_reader()?
-            } else {
-                inner.backend.open_writer()?
-            };
-            let mut reader = inner.backend.open_reader()?;
-            let lock = inner.lock()?;
-            recover::run(
-                &inner.payloads,
-                &mut *writer,
-                &mut *reader,
-                lock.as_ref(),
-                dry_run,
-            )
-        })
-        .await
+        self.read(move |inner| inner.engine.recover(dry_run)).await
     }
 
     /// Read-only integrity check: [`recover`](Self::recover) with `dry_run`.
@@ -556,24 +319,14 @@ impl StorageManager {
     /// Finishes queued writes and stops the writer. Later calls fail with
     /// [`StorageError::Closed`]. Dropping the last clone closes the store too.
     pub async fn close(&self) -> Result<()> {
-        let sender = self
-            .inner
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let sender = lock(&self.inner.tx).take();
         if let Some(sender) = sender {
             let (reply, rx) = oneshot::channel();
             if sender.send(Cmd::Close { reply }).is_ok() {
                 let _ = rx.await;
             }
         }
-        let thread = self
-            .inner
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = lock(&self.inner.thread).take();
         if let Some(t) = thread {
             blocking(move || {
                 let _ = t.join();
@@ -581,99 +334,7 @@ impl StorageManager {
             })
             .await?;
         }
-        self.inner
-            .readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        lock(&self.inner.readers).clear();
         Ok(())
     }
-}
-
-/// Reads and verifies one payload against its row.
-pub(crate) fn check_payload(payloads: &PayloadStore, row: &MetaRow) -> Result<Tx> {
-    let id = TxId::new(row.tx_id.as_str()).map_err(|e| StorageError::Integrity {
-        tx_id: row.tx_id.clone(),
-        detail: format!("stored id is not a safe file name ({e}); its file is never read"),
-    })?;
-    let path = payloads.path(&id);
-    let data = match payloads.read(&id) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StorageError::PayloadMissing {
-                tx_id: row.tx_id.clone(),
-                path,
-            });
-        }
-        Err(e) if is_not_regular(&e) => {
-            return Err(StorageError::Integrity {
-                tx_id: row.tx_id.clone(),
-                detail: format!("{} is not a regular file", path.display()),
-            });
-        }
-        Err(e) => return Err(StorageError::io("read payload", path, e)),
-    };
-    verify_bytes(row, id, data)
-}
-
-fn verify_bytes(row: &MetaRow, id: TxId, data: Vec<u8>) -> Result<Tx> {
-    if let Some(size) = row.size
-        && size != data.len() as u64
-    {
-        return Err(StorageError::Integrity {
-            tx_id: row.tx_id.clone(),
-            detail: format!("payload is {} bytes, {size} were saved", data.len()),
-        });
-    }
-    let h = sha256_hex(&data);
-    if h != row.storage_hash {
-        return Err(StorageError::Integrity {
-            tx_id: row.tx_id.clone(),
-            detail: format!(
-                "payload SHA-256 {h} does not match the recorded {}",
-                row.storage_hash
-            ),
-        });
-    }
-    Ok(Tx {
-        tx_id: id,
-        holder_id: row.holder_id.clone(),
-        timestamp: row.timestamp,
-        payload: data,
-    })
-}
-
-fn load_one(inner: &Inner, id: &TxId) -> Result<Option<Tx>> {
-    let Some(row) = StorageManager::with_reader(inner, |m| m.get(id.as_str()))? else {
-        return Ok(None);
-    };
-    match check_payload(&inner.payloads, &row) {
-        Ok(tx) => Ok(Some(tx)),
-        Err(e @ (StorageError::Io { .. } | StorageError::Meta { .. })) => Err(e),
-        Err(_) => load_slow(inner, id),
-    }
-}
-
-/// The payload did not match: wait out any writer mid-protocol (shared lock), then look
-/// again, including in `.tmp/` for a save that committed but crashed before its rename.
-fn load_slow(inner: &Inner, id: &TxId) -> Result<Option<Tx>> {
-    let lock = inner.lock()?;
-    let _guard = lock.as_ref().map(StoreLock::shared).transpose()?;
-    let Some(row) = StorageManager::with_reader(inner, |m| m.get(id.as_str()))? else {
-        return Ok(None);
-    };
-    let err = match check_payload(&inner.payloads, &row) {
-        Ok(tx) => return Ok(Some(tx)),
-        Err(e) => e,
-    };
-    if let Ok(temps) = inner.payloads.temps() {
-        for t in temps.into_iter().filter(|t| t.tx_id.as_ref() == Some(id)) {
-            if let Ok(data) = inner.payloads.fs().read(&t.path)
-                && let Ok(tx) = verify_bytes(&row, id.clone(), data)
-            {
-                return Ok(Some(tx));
-            }
-        }
-    }
-    Err(err)
 }

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use common::sim::SimStore;
 use common::snapshot::{sim_snapshot, snapshot};
 use common::{id, tx};
-use poh_storage::sim::{Fault, Op};
 use poh_storage::{ProblemKind, RecoverReport, StorageError, StorageManager, Tx};
+use poh_testkit::sim::{Fault, Op};
 use tempfile::TempDir;
 
 struct Store {
@@ -56,7 +56,7 @@ impl Store {
              WHERE tx_id = ?1",
             rusqlite::params![
                 t.tx_id.as_str(),
-                poh_storage::payload::sha256_hex(&t.payload),
+                poh_storage::sha256_hex(&t.payload),
                 t.payload.len() as i64,
                 t.timestamp,
                 t.holder_id
@@ -96,7 +96,7 @@ async fn altered_payloads_and_rows_are_found_and_quarantined_exactly() {
     std::fs::write(st.bin("t5"), b"").unwrap();
     st.sql(
         "UPDATE txs SET storage_hash = ?1 WHERE tx_id = 't7'",
-        [poh_storage::payload::sha256_hex(b"something else")],
+        [poh_storage::sha256_hex(b"something else")],
     );
     let mut grown = std::fs::read(st.bin("t9")).unwrap();
     grown.push(0);

@@ -7,8 +7,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::sim::SimStore;
-use poh_storage::sim::{Fault, Loss, Op};
 use poh_storage::{MetaRow, StorageError, StorageManager, Tx, TxId};
+use poh_testkit::sim::{Fault, Loss, Op};
 
 const NOW: f64 = 1000.0;
 const TTL: f64 = 100.0;

@@ -3,7 +3,7 @@
 
 mod common;
 use common::{id, tx};
-use poh_storage::payload::sha256_hex;
+use poh_storage::sha256_hex;
 use poh_storage::{StorageError, StorageManager};
 use rusqlite::Connection;
 

@@ -61,18 +61,5 @@ impl TtlError {
 /// Result alias for this crate.
 pub type Result<T, E = TtlError> = std::result::Result<T, E>;
 
-/// `err` and its sources joined with `": "`, skipping a source whose text the message
-/// already contains (several storage errors quote their cause).
-pub fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = e.source();
-    }
-    out
-}
+/// `err` and its sources on one line: one home for the rule, in the storage crate.
+pub use poh_storage::error_chain as display_chain;

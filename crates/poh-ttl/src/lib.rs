@@ -15,7 +15,6 @@
 //! - [`clock`]: [`Clock`] and its implementations: system, manual, and tokio-time.
 //! - [`duration`]: parsing `3600`, `0.5`, `1h`, `7d` into a positive [`std::time::Duration`]
 //!   (and daemon intervals, at least [`MIN_INTERVAL`]).
-//! - [`cli`]: output formats of the `poh-ttl` binary (`Expired: [...]`, JSON), streamed.
 //! - [`error`]: [`TtlError`], and [`display_chain`] for one-line messages.
 //!
 //! # What it is not
@@ -43,7 +42,8 @@
 //! # Ok(()) }
 //! ```
 
-pub mod cli;
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod clock;
 pub mod daemon;
 pub mod duration;

@@ -1,10 +1,8 @@
 //! Helpers shared by the storage integration tests.
 #![allow(dead_code)]
 
-pub mod cli;
-pub mod hostile;
-pub mod sim;
-pub mod snapshot;
+#[allow(unused_imports)]
+pub use poh_testkit::{hostile, sim_store as sim, snapshot};
 
 use poh_storage::{StorageManager, Tx};
 use tempfile::TempDir;

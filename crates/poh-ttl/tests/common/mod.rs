@@ -3,91 +3,14 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use poh_storage::{MetaRow, OpenOptions, StorageError, StorageManager, Tx, TxId};
+use poh_storage::{MetaRow, StorageError, StorageManager, Tx};
+pub use poh_testkit::stores::*;
 use poh_ttl::ExpiryTarget;
-use tempfile::TempDir;
 use tokio::sync::Semaphore;
-
-/// A fixed "now" for tests on a manual clock (2023-11-14).
-pub const NOW: f64 = 1_700_000_000.0;
-
-/// The store's base directory and database under a test directory.
-pub fn paths(dir: &TempDir) -> (PathBuf, PathBuf) {
-    let base = dir.path().join("data");
-    let db = base.join("poh.db");
-    (base, db)
-}
-
-/// A fresh store in a temporary directory; keep the `TempDir` alive.
-pub async fn store() -> (TempDir, StorageManager) {
-    let dir = TempDir::new().expect("tempdir");
-    let (base, db) = paths(&dir);
-    let sm = StorageManager::open(&base, &db).await.expect("open store");
-    (dir, sm)
-}
-
-/// Another handle (own writer thread, own connections) on an existing store.
-pub async fn open_existing(dir: &TempDir) -> StorageManager {
-    let (base, db) = paths(dir);
-    let opts = OpenOptions {
-        create: false,
-        ..OpenOptions::default()
-    };
-    StorageManager::open_with(base, db, opts)
-        .await
-        .expect("reopen store")
-}
-
-/// A valid tx whose payload names it.
-pub fn tx(id: &str, ts: f64) -> Tx {
-    Tx::new(id, "holder-1", ts, format!("payload of {id}").into_bytes()).expect("valid tx")
-}
-
-/// A valid id.
-pub fn id(s: &str) -> TxId {
-    TxId::new(s).expect("valid id")
-}
-
-/// Saves one tx per `(id, timestamp)`, in one batch.
-pub async fn seed(sm: &StorageManager, txs: &[(String, f64)]) {
-    let txs = txs.iter().map(|(i, ts)| tx(i, *ts)).collect();
-    sm.save_batch(txs).await.expect("seed store");
-}
-
-/// `n` ids `<prefix>-000..`, each with timestamp `ts(i)`.
-pub fn many(prefix: &str, n: usize, ts: impl Fn(usize) -> f64) -> Vec<(String, f64)> {
-    (0..n)
-        .map(|i| (format!("{prefix}-{i:03}"), ts(i)))
-        .collect()
-}
-
-/// Every id in the store.
-pub async fn ids(sm: &StorageManager) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut after = None;
-    loop {
-        let page = sm.list_page(after, 500).await.expect("list");
-        out.extend(page.rows.into_iter().map(|r| r.tx_id));
-        match page.next {
-            Some(n) => after = Some(n),
-            None => return out,
-        }
-    }
-}
-
-/// The payload file of `id`.
-pub fn payload_path(base: &Path, id: &str) -> PathBuf {
-    base.join(format!("{id}.bin"))
-}
-
-/// A `set` of the given strings.
-pub fn set<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> BTreeSet<String> {
-    items.into_iter().map(|s| s.as_ref().to_owned()).collect()
-}
 
 /// The error injected by [`Flaky`].
 pub fn injected_error() -> StorageError {
@@ -340,75 +263,4 @@ impl ExpiryTarget for ResaveBetweenBatches {
     ) -> Result<Vec<MetaRow>, StorageError> {
         self.store.find_expired(now, ttl, after, limit).await
     }
-}
-
-/// Runs `fut` on a fresh current-thread runtime (for tests that drive the binary).
-pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(fut)
-}
-
-/// A closed store holding `txs`, for tests that run the binary on it.
-pub fn store_with(txs: &[(String, f64)]) -> TempDir {
-    block_on(async {
-        let (dir, sm) = store().await;
-        if !txs.is_empty() {
-            seed(&sm, txs).await;
-        }
-        sm.close().await.expect("close store");
-        dir
-    })
-}
-
-/// Every id in the store under `dir` (opened and closed again).
-pub fn ids_in(dir: &TempDir) -> BTreeSet<String> {
-    block_on(async {
-        let sm = open_existing(dir).await;
-        let out = ids(&sm).await;
-        sm.close().await.expect("close store");
-        out
-    })
-}
-
-/// The real system time, for txs a binary (on the system clock) must see as old or new.
-pub fn real_now() -> f64 {
-    poh_ttl::clock::unix_now()
-}
-
-/// The `poh-ttl` binary.
-pub fn bin() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_poh-ttl"));
-    cmd.env_remove("POH_BASE")
-        .env_remove("POH_DB")
-        .env_remove("RUST_LOG");
-    cmd
-}
-
-/// `--base` and `--db` of the store under `dir`.
-pub fn store_args(dir: &TempDir) -> [String; 4] {
-    let (base, db) = paths(dir);
-    [
-        "--base".into(),
-        base.display().to_string(),
-        "--db".into(),
-        db.display().to_string(),
-    ]
-}
-
-/// A copy of the (closed) store under `from`, in a new temporary directory.
-pub fn copy_store(from: &TempDir) -> TempDir {
-    let to = TempDir::new().expect("tempdir");
-    let (src, _) = paths(from);
-    let (dst, _) = paths(&to);
-    std::fs::create_dir_all(&dst).expect("create base");
-    for e in std::fs::read_dir(&src).expect("list base") {
-        let e = e.expect("dir entry");
-        if e.file_type().expect("file type").is_file() {
-            std::fs::copy(e.path(), dst.join(e.file_name())).expect("copy file");
-        }
-    }
-    to
 }

@@ -1,0 +1,106 @@
+//! The engine seam: what a storage engine implements under [`crate::StorageManager`].
+//!
+//! The layer above an engine — written once for all of them — owns the async API, input
+//! validation, read-only handles, the reader pool, group commit (one writer thread that
+//! batches concurrent saves, [`crate::group`]) and poisoning after a durability failure.
+//! An engine owns where and how txs are kept and its crash protocol:
+//! - [`Engine`]: one opened store; hands out its writing half once (to the writer thread)
+//!   and reading halves on demand (pooled above), and runs recovery/verification.
+//! - [`EngineWriter`]: durable changes, called from one thread at a time: a group of
+//!   saves (all-or-nothing per request), a delete, one bounded expiry batch.
+//! - [`EngineReader`]: lookups that never write: a tx verified against its SHA-256, rows
+//!   by id, pages in id order, expired rows in `(timestamp, tx_id)` order, stats.
+//!
+//! The lock and concurrency model is the engine's: the flat-file engine ([`crate::files`])
+//! orders writers across processes with a file lock; a database engine would use its
+//! transactions. What crosses the seam is engine-neutral: [`Tx`], [`MetaRow`], [`Stats`],
+//! [`RecoverReport`] and [`StorageError`](crate::StorageError).
+
+use std::path::Path;
+
+use poh_types::{Tx, TxId};
+
+use crate::error::Result;
+use crate::poison::Poison;
+use crate::report::RecoverReport;
+
+/// One metadata row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetaRow {
+    /// Transaction id (as stored; rows written by other tools may hold ids we reject).
+    pub tx_id: String,
+    /// Holder id; empty for legacy rows.
+    pub holder_id: String,
+    /// UNIX seconds.
+    pub timestamp: f64,
+    /// Lowercase hex SHA-256 of the payload.
+    pub storage_hash: String,
+    /// Payload size in bytes; `None` for legacy rows.
+    pub size: Option<u64>,
+}
+
+/// Aggregate figures of a store.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Stats {
+    /// Number of transactions.
+    pub count: u64,
+    /// Sum of the known payload sizes.
+    pub bytes: u64,
+    /// Rows without a recorded size (written by the prototype).
+    pub rows_without_size: u64,
+    /// Smallest timestamp.
+    pub oldest: Option<f64>,
+    /// Largest timestamp.
+    pub newest: Option<f64>,
+}
+
+/// One opened store of some engine.
+pub(crate) trait Engine: Send + Sync + 'static {
+    /// The directory the store lives in (for messages and [`crate::StorageManager::base`]).
+    fn base(&self) -> &Path;
+    /// Where the metadata is, for messages.
+    fn location(&self) -> String;
+    /// The writing half, for the writer thread; called once per handle, never for a
+    /// read-only one. `poison` is set by the engine when what the disk holds is uncertain
+    /// (a failed fsync); `repair` asks it to finish what crashed writers left, as soon as
+    /// that does not mean waiting for another live writer.
+    fn writer(&self, poison: Poison, repair: bool) -> Result<Box<dyn EngineWriter>>;
+    /// A reading half; it never writes anything.
+    fn reader(&self) -> Result<Box<dyn EngineReader>>;
+    /// Checks every tx and repairs what a crash or corruption left, or with `dry_run`
+    /// only reports it. Never deletes the last copy of a committed payload.
+    fn recover(&self, dry_run: bool) -> Result<RecoverReport>;
+}
+
+/// Durable changes. Every method returns Ok only once its change survives power loss.
+pub(crate) trait EngineWriter: Send {
+    /// Saves a group of requests: one result per request, in order; each request is
+    /// saved whole or not at all. Valid input is guaranteed by the caller.
+    fn save_group(&mut self, group: &[&[Tx]]) -> Vec<Result<()>>;
+    /// Deletes `id`; true if it existed.
+    fn delete(&mut self, id: &TxId) -> Result<bool>;
+    /// Deletes up to `limit` txs with `now - timestamp > ttl`, oldest first, as one
+    /// atomic step that re-checks the condition, and returns their ids.
+    fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>>;
+}
+
+/// Lookups; never write.
+pub(crate) trait EngineReader: Send {
+    /// The tx, its payload verified against the recorded SHA-256; `Ok(None)` if unknown.
+    fn load(&mut self, id: &TxId) -> Result<Option<Tx>>;
+    /// The row of `tx_id`, without reading the payload.
+    fn row(&mut self, tx_id: &str) -> Result<Option<MetaRow>>;
+    /// Up to `limit` rows with `tx_id > after`, in id order.
+    fn page(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<MetaRow>>;
+    /// Up to `limit` rows with `now - timestamp > ttl` in `(timestamp, tx_id)` order,
+    /// strictly after `after`.
+    fn find_expired(
+        &mut self,
+        now: f64,
+        ttl: f64,
+        after: Option<(f64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<MetaRow>>;
+    /// Count, bytes and time range.
+    fn stats(&mut self) -> Result<Stats>;
+}

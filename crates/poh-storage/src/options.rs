@@ -1,0 +1,68 @@
+//! [`OpenOptions`]: how a store is opened, for every engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poh_types::Limits;
+
+use crate::fs::{FileSystem, RealFs};
+
+/// How long a wait for another process's store lock lasts by default before giving up.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a store is opened.
+#[derive(Clone)]
+pub struct OpenOptions {
+    /// Create the base directory and database if missing (default true).
+    pub create: bool,
+    /// Finish or discard the temp files of saves a crash interrupted, at open (default
+    /// true); `recover` does the same repair. (To inspect a store exactly as found, open
+    /// it [`read_only`](Self::read_only).)
+    pub repair: bool,
+    /// Open for reading only (default false): nothing under the base or at the database
+    /// is created, migrated or changed — not even the lock file — so it works on a
+    /// read-only mount, a full disk or a store owned by another user, never waits for a
+    /// writer's lock on its fast path, and inspects a store exactly as found. Writes
+    /// return [`StorageError::ReadOnly`](crate::StorageError::ReadOnly); `recover` runs only as a dry run.
+    pub read_only: bool,
+    /// Give the group read access to what the store creates (default false): directories
+    /// 0750 and files 0640 instead of 0700 and 0600, for deployments where a group of
+    /// services shares a store. Never wider; existing files keep their modes until they
+    /// are rewritten. Whatever this says, a writable handle refuses a base, `.tmp/` or
+    /// `.quarantine/` that other users can write to ([`StorageError::WritableByOthers`](crate::StorageError::WritableByOthers)).
+    pub group_readable: bool,
+    /// Longest wait for the store lock before failing with
+    /// [`StorageError::LockTimeout`](crate::StorageError::LockTimeout) (default 30 s).
+    pub lock_timeout: Duration,
+    /// Input limits applied to saves.
+    pub limits: Limits,
+    /// The file system payloads live on (tests substitute a simulated one).
+    pub fs: Arc<dyn FileSystem>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            create: true,
+            repair: true,
+            read_only: false,
+            group_readable: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            limits: Limits::default(),
+            fs: Arc::new(RealFs),
+        }
+    }
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("create", &self.create)
+            .field("repair", &self.repair)
+            .field("read_only", &self.read_only)
+            .field("group_readable", &self.group_readable)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
