@@ -268,35 +268,27 @@ async fn open(base: String, db: String, create: bool) -> Outcome {
 }
 
 /// Saves each tx with its own result. Invalid txs are answered at once; the valid ones go
-/// to the writer as one batch (one durable commit), except those whose file name cannot
-/// fit, which are saved alone so that their failure is theirs only. A failure of the
-/// batch itself (I/O, database) is every member's answer, as it is for a commit group.
+/// to the writer as one batch (one durable commit). A failure of the batch itself (I/O,
+/// database) is every member's answer, as it is for a commit group.
 async fn save_each(sm: StorageManager, txs: Vec<Result<Tx, StorageError>>) -> Outcome {
     let limits = *sm.limits();
     let mut out: Vec<Result<(), ErrTuple>> = Vec::with_capacity(txs.len());
-    let mut batch: Vec<(usize, Tx)> = Vec::new();
-    let mut alone = Vec::new();
+    let mut slots = Vec::new();
+    let mut batch = Vec::new();
     for (i, tx) in txs.into_iter().enumerate() {
-        out.push(Ok(()));
         match tx.and_then(|tx| tx.validate(&limits).map(|()| tx).map_err(Into::into)) {
-            Err(e) => out[i] = Err(err_tuple(&e)),
-            Ok(tx) if tx.tx_id.fits_file_name() => batch.push((i, tx)),
+            Err(e) => out.push(Err(err_tuple(&e))),
             Ok(tx) => {
-                let sm = sm.clone();
-                alone.push((i, tokio::spawn(async move { sm.save(tx).await })));
+                out.push(Ok(()));
+                slots.push(i);
+                batch.push(tx);
             }
         }
     }
-    let (slots, batch): (Vec<usize>, Vec<Tx>) = batch.into_iter().unzip();
     if let Err(e) = sm.save_batch(batch).await {
         let e = err_tuple(&e);
         for i in slots {
             out[i] = Err(e.clone());
-        }
-    }
-    for (i, h) in alone {
-        if let Err(e) = h.await.unwrap_or_else(|e| Err(invalid(e))) {
-            out[i] = Err(err_tuple(&e));
         }
     }
     Ok(Value::Saved(out))
