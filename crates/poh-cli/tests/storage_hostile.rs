@@ -166,29 +166,24 @@ fn hostile_json_through_save_and_import_exits_2_and_writes_nothing() {
     );
 }
 
-/// Unsafe ids given to `load` and `delete` are refused before the store is opened. (`load`
-/// of `../x`, `a/b` and `""`, and `delete` of `../x` and `..`, are in `tests/cli.rs`.)
+/// Invalid ids given to `load` and `delete` are refused before the store is opened; ids
+/// that look like paths are valid ids, not found in this store (exit 3), and reach
+/// nothing outside it. (`load` of `""` and the save of path-like ids are in
+/// `tests/cli.rs`.)
 #[test]
-fn unsafe_ids_for_load_and_delete_exit_2_and_change_nothing() {
+fn invalid_ids_for_load_and_delete_exit_2_and_change_nothing() {
     let s = fixture();
     let before = snap(&s);
     let long = "x".repeat(10 * 1024);
     let absolute = s.path().join("x").display().to_string();
-    let cases: Vec<(&str, &str)> = vec![
-        ("delete", "a/b"),
-        ("load", ".hidden"),
-        ("delete", ".hidden"),
+    let invalid: Vec<(&str, &str)> = vec![
         ("delete", ""),
         ("load", &long),
         ("delete", &long),
-        ("load", &absolute),
-        ("delete", &absolute),
-        ("load", "t/../x"),
-        ("delete", "t/../x"),
-        ("load", "."),
         ("delete", "x\n"),
+        ("load", "a\u{1b}b"),
     ];
-    for (cmd, id) in &cases {
+    for (cmd, id) in &invalid {
         let shown: String = id.chars().take(20).collect();
         let ctx = format!("{cmd} --tx-id {shown:?}");
         expect_failure(
@@ -201,7 +196,32 @@ fn unsafe_ids_for_load_and_delete_exit_2_and_change_nothing() {
         );
         assert_eq!(snap(&s), before, "{ctx} changed the store");
     }
-    eprintln!("unsafe ids tried over the CLI: {}", cases.len());
+    let path_like: Vec<(&str, &str)> = vec![
+        ("delete", "a/b"),
+        ("load", ".hidden"),
+        ("delete", ".hidden"),
+        ("load", &absolute),
+        ("delete", &absolute),
+        ("load", "t/../x"),
+        ("delete", "t/../x"),
+        ("load", "."),
+    ];
+    for (cmd, id) in &path_like {
+        let ctx = format!("{cmd} --tx-id {id:?}");
+        expect_failure(
+            &s,
+            &strings(&[cmd, "--tx-id", id]),
+            None,
+            3,
+            &["not found"],
+            &ctx,
+        );
+        assert_eq!(snap(&s), before, "{ctx} changed the store");
+    }
+    eprintln!(
+        "unusual ids tried over the CLI: {}",
+        invalid.len() + path_like.len()
+    );
 }
 
 /// Every command that opens the store, with `--db` naming a directory.

@@ -277,7 +277,7 @@ mod tests {
                 "base64",
             ),
             (
-                r#"{"tx_id":"../x","holder_id":"h","timestamp":1,"payload":""}"#,
+                r#"{"tx_id":"a\u0000b","holder_id":"h","timestamp":1,"payload":""}"#,
                 "tx_id",
             ),
             (

@@ -3,7 +3,7 @@
 //! `{"tx_id","holder_id","timestamp","payload"}` (payload in standard base64).
 //!
 //! # Layout
-//! - [`id`]: [`TxId`], the one place that decides which ids are safe file names.
+//! - [`id`]: [`TxId`], the one place that decides what an id is and how it maps to a file name.
 //! - [`tx`]: [`Tx`] and [`Limits`], the field rules (holder, timestamp, payload size).
 //! - [`json`]: the JSON codec ([`TxJson`], [`Tx::from_json`], [`Tx::to_json`]).
 //!
@@ -16,6 +16,6 @@ pub mod id;
 pub mod json;
 pub mod tx;
 
-pub use id::{MAX_TX_ID_LEN, TxId, TxIdError};
+pub use id::{ESCAPE_PREFIX, MAX_FILE_STEM_LEN, MAX_SAFE_ID_LEN, MAX_TX_ID_LEN, TxId, TxIdError};
 pub use json::{JsonError, TxJson};
 pub use tx::{DEFAULT_MAX_PAYLOAD_BYTES, Limits, MAX_TIMESTAMP_SECS, Tx, TxError, check_timestamp};

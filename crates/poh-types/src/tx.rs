@@ -59,6 +59,20 @@ pub enum TxError {
     /// `tx_id` is not a valid id.
     #[error("invalid tx_id: {0}")]
     Id(#[from] crate::id::TxIdError),
+    /// `tx_id` is valid, but its escaped payload file name would be longer than a file
+    /// name may be (see [`TxId::fits_file_name`]), so no store can hold it.
+    #[error(
+        "tx_id {tx_id:?} is too long to store: its file name would take {stem_len} bytes \
+         (at most {max} fit); use a shorter id or fewer characters outside A-Z a-z 0-9 . _ -"
+    )]
+    IdTooLongForFileName {
+        /// The transaction concerned (shortened if long).
+        tx_id: String,
+        /// Bytes its escaped file stem takes.
+        stem_len: usize,
+        /// The most that fit.
+        max: usize,
+    },
     /// `holder_id` is empty.
     #[error("tx {tx_id}: holder_id is empty")]
     EmptyHolder {
@@ -141,11 +155,18 @@ impl Tx {
         Ok(tx)
     }
 
-    /// Checks every field rule: non-empty holder without control characters, a finite,
-    /// non-negative timestamp in seconds, a payload within `limits`. (The id is valid by
-    /// construction.)
+    /// Checks every field rule: an id whose file name fits (the id itself is valid by
+    /// construction), non-empty holder without control characters, a finite,
+    /// non-negative timestamp in seconds, a payload within `limits`.
     pub fn validate(&self, limits: &Limits) -> Result<(), TxError> {
         let id = self.tx_id.as_str();
+        if !self.tx_id.fits_file_name() {
+            return Err(TxError::IdTooLongForFileName {
+                tx_id: id.chars().take(64).collect(),
+                stem_len: self.tx_id.file_stem().len(),
+                max: crate::id::MAX_FILE_STEM_LEN,
+            });
+        }
         if self.holder_id.is_empty() {
             return Err(TxError::EmptyHolder { tx_id: id.into() });
         }
@@ -167,6 +188,18 @@ impl Tx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_whose_file_name_cannot_fit_is_refused() {
+        let fits = "x".repeat(crate::id::MAX_FILE_STEM_LEN - 1);
+        assert!(Tx::new(fits, "h", 1.0, vec![]).is_ok());
+        let e = Tx::new("/".repeat(73), "h", 1.0, vec![]).unwrap_err();
+        assert!(
+            matches!(e, TxError::IdTooLongForFileName { stem_len: 220, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("too long to store"), "{e}");
+    }
 
     #[test]
     fn field_rules_name_the_field() {

@@ -2,16 +2,17 @@
 //! reading a payload back with its hash checked.
 //!
 //! Layout under the base directory:
-//! - `<tx_id>.bin`: the payload of a committed tx (the prototype's name, kept for
-//!   compatibility).
-//! - `.tmp/<tx_id>.<pid>-<seq>.tmp`: a payload being saved. It becomes `<tx_id>.bin` by a
+//! - `<stem>.bin`: the payload of a committed tx, where `<stem>` is
+//!   [`TxId::file_stem`]: the id itself for ids that are safe names (the prototype's
+//!   name, kept for compatibility), else the id escaped (`~` and `%XX`).
+//! - `.tmp/<stem>.<pid>-<seq>.tmp`: a payload being saved. It becomes `<stem>.bin` by a
 //!   rename after its metadata row is committed.
-//! - `.quarantine/<tx_id>.<unix-secs>-<n>.bin` (+ `.json`): payloads that failed
+//! - `.quarantine/<stem>.<unix-secs>-<pid>-<n>.bin` (+ `.json`): payloads that failed
 //!   verification, kept for an operator, never deleted by the store.
 //! - `.poh.lock`: the store's writer lock (see [`super::lock`]).
 //!
-//! Every name that is not a payload starts with `.`, which no [`TxId`] may, so the two
-//! can never collide.
+//! Every name that is not a payload starts with `.`, which no stem does, so the two
+//! can never collide; names are parsed back with [`TxId::from_file_stem`].
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ pub const TMP_DIR: &str = ".tmp";
 /// Directory of quarantined payloads, under the base.
 pub const QUARANTINE_DIR: &str = ".quarantine";
 const TMP_SUFFIX: &str = ".tmp";
+/// Longest stem kept in a quarantine name: `.<secs>-<pid>-<n>.json` takes at most 58 bytes.
+const QUARANTINE_STEM_MAX: usize = 255 - 58;
 
 /// The payload half of a store.
 #[derive(Clone)]
@@ -213,16 +216,20 @@ impl PayloadStore {
         &self.tmp
     }
 
-    /// `<base>/<tx_id>.bin`.
+    /// `<base>/<stem>.bin` (see [`TxId::file_stem`]).
     pub fn path(&self, id: &TxId) -> PathBuf {
-        self.base.join(format!("{id}{PAYLOAD_SUFFIX}"))
+        self.base
+            .join(format!("{}{PAYLOAD_SUFFIX}", id.file_stem()))
     }
 
     /// A fresh, unique temp path for `id`.
     pub fn new_temp_path(&self, id: &TxId) -> PathBuf {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        self.tmp
-            .join(format!("{id}.{}-{n}{TMP_SUFFIX}", std::process::id()))
+        self.tmp.join(format!(
+            "{}.{}-{n}{TMP_SUFFIX}",
+            id.file_stem(),
+            std::process::id()
+        ))
     }
 
     /// Reads `<tx_id>.bin` (never following a link).
@@ -256,7 +263,7 @@ impl PayloadStore {
             if let Some(id) = e
                 .name
                 .strip_suffix(PAYLOAD_SUFFIX)
-                .and_then(|stem| TxId::new(stem).ok())
+                .and_then(TxId::from_file_stem)
             {
                 visit(id, e.kind);
             }
@@ -297,13 +304,18 @@ impl PayloadStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        // The note names the id; the file name only has to be unique and readable, so a
+        // stem too long for a 255-byte name with this suffix is cut (at a char boundary:
+        // stems are ASCII).
+        let stem = id.file_stem();
+        let stem = &stem[..stem.len().min(QUARANTINE_STEM_MAX)];
         // A name left by an earlier, interrupted quarantine in the same second by a
         // process with the same pid is skipped, never overwritten.
         loop {
             let n = self.seq.fetch_add(1, Ordering::Relaxed);
             let note_path = self
                 .quarantine
-                .join(format!("{id}.{secs}-{}-{n}.json", std::process::id()));
+                .join(format!("{stem}.{secs}-{}-{n}.json", std::process::id()));
             match self
                 .fs
                 .write_new(&note_path, note.as_bytes(), self.modes.file)
@@ -321,12 +333,12 @@ impl PayloadStore {
     }
 }
 
-/// `<id>.<pid>-<seq>.tmp` → `id`. The id may itself contain dots; the part after the
-/// last dot is ours and has none.
+/// `<stem>.<pid>-<seq>.tmp` → the id. The stem may itself contain dots; the part after
+/// the last dot is ours and has none.
 fn parse_temp_name(name: &str) -> Option<TxId> {
     let stem = name.strip_suffix(TMP_SUFFIX)?;
-    let (id, _nonce) = stem.rsplit_once('.')?;
-    TxId::new(id).ok()
+    let (stem, _nonce) = stem.rsplit_once('.')?;
+    TxId::from_file_stem(stem)
 }
 
 /// Lowercase hex SHA-256, the `storage_hash` format.
@@ -342,7 +354,7 @@ mod tests {
     #[test]
     fn temp_names_parse_back_to_their_id() {
         let ps = PayloadStore::new(Arc::new(crate::fs::RealFs), "/nonexistent");
-        for id in ["a", "a.b.c", "x-1_2"] {
+        for id in ["a", "a.b.c", "x-1_2", "../x", "('127.0.0.1', 5)", "é.tmp"] {
             let id = TxId::new(id).unwrap();
             let p = ps.new_temp_path(&id);
             let name = p.file_name().unwrap().to_str().unwrap();
@@ -350,6 +362,22 @@ mod tests {
         }
         assert_eq!(parse_temp_name("garbage"), None);
         assert_eq!(parse_temp_name(".x.1-2.tmp"), None);
+    }
+
+    #[test]
+    fn every_id_names_a_file_directly_in_the_base() {
+        let ps = PayloadStore::new(Arc::new(crate::fs::RealFs), "/store");
+        for (id, name) in [
+            ("t1", "t1.bin"),
+            ("../x", "~..%2Fx.bin"),
+            ("..", "~...bin"),
+            (".poh.lock", "~.poh.lock.bin"),
+            ("a/b", "~a%2Fb.bin"),
+        ] {
+            let p = ps.path(&TxId::new(id).unwrap());
+            assert_eq!(p, Path::new("/store").join(name), "{id:?}");
+            assert_eq!(p.parent(), Some(Path::new("/store")));
+        }
     }
 
     #[test]

@@ -1,0 +1,260 @@
+"""StorageManager: the prototype's API over the poh-store engine.
+
+Every method the prototype had as a coroutine is one here. What changed underneath:
+saves are durable when they return (payload fsynced, metadata committed, concurrent saves
+share one commit), ``holder_id`` is persisted, ``recover()`` moves corrupt or orphaned
+payloads to ``<base>/.quarantine/`` instead of deleting them, and ids may be any string of
+at most 255 UTF-8 bytes without control characters.
+
+``SyncStorageManager`` has the same methods as plain functions, for scripts.
+"""
+import asyncio
+import json
+import os
+import threading
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from . import _bridge, _native
+from ._errors import IntegrityError, StorageError, StoreClosedError, to_exception
+from .file_store import FileStore
+from .sqlite_store import SQLiteStore
+from .tx import Tx
+
+__all__ = ("StorageManager", "SyncStorageManager", "IntegrityError", "StorageError",
+           "StoreClosedError")
+
+PathLike = Union[str, "os.PathLike[str]"]
+_TxTuple = Tuple[str, str, float, bytes]
+
+
+def _tx_tuple(tx: Any) -> _TxTuple:
+    """The fields of ``tx`` (a Tx or anything with the same attributes), type-checked."""
+    tx_id, holder_id, timestamp, payload = tx.tx_id, tx.holder_id, tx.timestamp, tx.payload
+    if not isinstance(tx_id, str):
+        raise TypeError(f"tx_id must be a str, not {type(tx_id).__name__}")
+    if not isinstance(holder_id, str):
+        raise TypeError(f"holder_id must be a str, not {type(holder_id).__name__}")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
+        raise TypeError(f"timestamp must be a number, not {type(timestamp).__name__}")
+    if type(payload) is not bytes:
+        if isinstance(payload, str):
+            raise TypeError("payload must be bytes, not str")
+        payload = bytes(payload)
+    return tx_id, holder_id, float(timestamp), payload
+
+
+def _check_id(tx_id: Any) -> str:
+    if not isinstance(tx_id, str):
+        raise TypeError(f"tx_id must be a str, not {type(tx_id).__name__}")
+    return tx_id
+
+
+def _settle_save(fut: "asyncio.Future[Any]", err: Any) -> None:
+    if err is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(to_exception(err))
+
+
+def _loaded(ok: bool, value: Any) -> Optional[Tx]:
+    if ok:
+        return None if value is None else Tx(*value)
+    if value[0] == "invalid":  # an id no store can hold: there is no such tx
+        return None
+    raise to_exception(value)
+
+
+def _settle_load(fut: "asyncio.Future[Any]", result: Any) -> None:
+    try:
+        fut.set_result(_loaded(*result))
+    except BaseException as e:
+        fut.set_exception(e)
+
+
+class _Engine:
+    """The native store of a manager, opened at most once, closed at most once."""
+
+    def __init__(self, base: str, db: str) -> None:
+        self.base = base
+        self.db = db
+        self.native: Any = None
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        native = self.native
+        if native is not None:
+            return native
+        with self._lock:
+            if self.closed:
+                raise StoreClosedError("store is closed")
+            if self.native is None:
+                self.native = _bridge.unwrap(_native.open_store_sync(self.base, self.db, True))
+            return self.native
+
+    async def open_async(self) -> None:
+        if self.native is None and not self.closed:
+            native = await _bridge.call(_native.open_store, self.base, self.db, True)
+            with self._lock:
+                if self.native is None and not self.closed:
+                    self.native = native
+                    return
+            await _bridge.call(native.close)  # lost a race: keep the first
+
+    def take(self) -> Any:
+        with self._lock:
+            self.closed = True
+            native, self.native = self.native, None
+            return native
+
+
+class StorageManager:
+    """Durable, verified transaction storage (payload files + SQLite metadata).
+
+    ``StorageManager(file_store, sqlite_store)`` uses ``file_store.base_path`` and
+    ``sqlite_store.db_path`` and opens the engine at the first call;
+    ``await StorageManager.create(base, db)`` opens it at once (creating the base
+    directory; the database may live inside it). ``loop`` is accepted and kept for the
+    prototype's signature; the manager works on whichever event loop awaits it.
+    """
+
+    def __init__(self, file_store: FileStore, sqlite_store: SQLiteStore,
+                 loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+        self.file_store = file_store
+        self.sqlite_store = sqlite_store
+        self.loop = loop
+        self._engine = _Engine(os.fspath(file_store.base_path), os.fspath(sqlite_store.db_path))
+        self._saves = _bridge.Coalescer(self._run_saves, _settle_save)
+        self._loads = _bridge.Coalescer(self._run_loads, _settle_load)
+        #: The last ``recover()`` report (dict), with every finding and what was done.
+        self.last_recover_report: Optional[Dict[str, Any]] = None
+        _bridge.register(self)
+
+    @classmethod
+    async def create(cls, base_path: PathLike, sqlite_path: PathLike,
+                     loop: Optional[asyncio.AbstractEventLoop] = None) -> "StorageManager":
+        """Opens (creating if missing) the store with payloads under ``base_path`` and
+        metadata at ``sqlite_path``."""
+        manager = cls(FileStore(base_path), SQLiteStore(sqlite_path), loop)
+        await manager._engine.open_async()
+        return manager
+
+    def _run_saves(self, items: List[_TxTuple], done: Any) -> None:
+        self._engine.get().save_each(items, done)
+
+    def _run_loads(self, ids: List[str], done: Any) -> None:
+        self._engine.get().load_many(ids, done)
+
+    async def save_tx(self, tx: Tx) -> None:
+        """Saves ``tx`` durably (replacing a tx with the same id); when this returns, the
+        tx survives a crash or power loss. ValueError for invalid fields."""
+        await self._saves.submit(_tx_tuple(tx))
+
+    async def load_tx(self, tx_id: str) -> Optional[Tx]:
+        """The tx, its payload checked against its SHA-256; None if there is none.
+        IntegrityError (a ValueError) if the payload was altered, FileNotFoundError if
+        its file is gone."""
+        return await self._loads.submit(_check_id(tx_id))
+
+    async def delete_tx(self, tx_id: str) -> None:
+        """Deletes the tx (row, then payload file); deleting a missing tx is fine."""
+        try:
+            await _bridge.call(self._engine.get().delete, _check_id(tx_id))
+        except ValueError:  # an id no store can hold: nothing to delete
+            pass
+
+    async def list_txs(self) -> List[str]:
+        """Every tx id, in id order."""
+        return await _bridge.call(self._engine.get().list_ids)
+
+    async def recover(self) -> List[str]:
+        """Repairs what a crash or corruption left (see docs/design.md) and returns the
+        ids of the valid txs. Corrupt and orphaned payloads go to ``.quarantine/``; rows
+        whose payload is gone are dropped (their fields kept as a note there)."""
+        valid, report = await _bridge.call(self._engine.get().recover)
+        self.last_recover_report = json.loads(report)
+        return valid
+
+    async def _expire(self, now: float, ttl: float) -> List[str]:
+        """Deletes every tx with ``now - timestamp > ttl``; their ids (for TTLManager)."""
+        return await _bridge.call(self._engine.get().expire, float(now), float(ttl))
+
+    async def close(self) -> None:
+        """Finishes queued writes and closes the store; later calls raise
+        StoreClosedError. Closing twice is fine."""
+        native = self._engine.take()
+        _bridge.unregister(self)
+        if native is not None:
+            await _bridge.call(native.close)
+        await self.sqlite_store.close()
+        self.file_store.close()
+
+    def _close_at_exit(self) -> None:
+        native = self._engine.take()
+        if native is not None:
+            _bridge.unwrap(native.close_sync())
+
+
+class SyncStorageManager:
+    """The StorageManager API as plain (blocking) calls, for scripts. Each call releases
+    the GIL while the engine works. Usable as a context manager."""
+
+    def __init__(self, base_path: PathLike, sqlite_path: PathLike) -> None:
+        self.file_store = FileStore(base_path)
+        self.sqlite_store = SQLiteStore(sqlite_path)
+        self._engine = _Engine(self.file_store.base_path, self.sqlite_store.db_path)
+        self._engine.get()
+        self.last_recover_report: Optional[Dict[str, Any]] = None
+        _bridge.register(self)
+
+    @classmethod
+    def create(cls, base_path: PathLike, sqlite_path: PathLike) -> "SyncStorageManager":
+        return cls(base_path, sqlite_path)
+
+    def save_tx(self, tx: Tx) -> None:
+        (err,) = _bridge.unwrap(self._engine.get().save_each_sync([_tx_tuple(tx)]))
+        if err is not None:
+            raise to_exception(err)
+
+    def save_many(self, txs: List[Tx]) -> None:
+        """Saves several txs, committed together; raises the first failure (the others
+        are saved)."""
+        errs = _bridge.unwrap(self._engine.get().save_each_sync([_tx_tuple(t) for t in txs]))
+        for err in errs:
+            if err is not None:
+                raise to_exception(err)
+
+    def load_tx(self, tx_id: str) -> Optional[Tx]:
+        (result,) = _bridge.unwrap(self._engine.get().load_many_sync([_check_id(tx_id)]))
+        return _loaded(*result)
+
+    def delete_tx(self, tx_id: str) -> None:
+        try:
+            _bridge.unwrap(self._engine.get().delete_sync(_check_id(tx_id)))
+        except ValueError:
+            pass
+
+    def list_txs(self) -> List[str]:
+        return _bridge.unwrap(self._engine.get().list_ids_sync())
+
+    def recover(self) -> List[str]:
+        valid, report = _bridge.unwrap(self._engine.get().recover_sync())
+        self.last_recover_report = json.loads(report)
+        return valid
+
+    def _expire(self, now: float, ttl: float) -> List[str]:
+        return _bridge.unwrap(self._engine.get().expire_sync(float(now), float(ttl)))
+
+    def close(self) -> None:
+        native = self._engine.take()
+        _bridge.unregister(self)
+        if native is not None:
+            _bridge.unwrap(native.close_sync())
+
+    _close_at_exit = close
+
+    def __enter__(self) -> "SyncStorageManager":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
