@@ -177,8 +177,29 @@ impl Ext4Mount {
             // A device still in use (lazy unmount) is detached when its last user goes.
             let detached = run("losetup", &[os("--detach"), os(&dev)]);
             result = result.and(detached.map(drop));
+            // The kernel finishes a detach asynchronously; wait (bounded) until the device
+            // no longer names our image, so a caller never sees it half-released.
+            let started = Instant::now();
+            while self.attached_to_image(&dev) && started.elapsed() < BUSY_TIMEOUT {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         result
+    }
+
+    /// True while `losetup` lists `dev` as backed by this mount's image.
+    fn attached_to_image(&self, dev: &str) -> bool {
+        let image = self.image.to_string_lossy();
+        run(
+            "losetup",
+            &[
+                os("--list"),
+                os("--noheadings"),
+                os("--output"),
+                os("NAME,BACK-FILE"),
+            ],
+        )
+        .is_ok_and(|out| out.lines().any(|l| l.contains(dev) && l.contains(&*image)))
     }
 
     /// Unmounts, detaches and mounts again: after [`Ext4Mount::shutdown`], this is the
