@@ -716,7 +716,7 @@ fn power_cuts_on_ext4_lose_no_acknowledged_tx() {
     say(&format!(
         "power_cut: {} cuts in {:.1} s ({} inside an import), {} txs acknowledged ({} by import, {} by save), \
          {} acknowledged txs checked intact after the cuts, {} committed saves rolled forward, \
-         {} temp files found, {} orphans of cut TTL deletes removed, {} daemon passes before the cuts, \
+         {} temp files found, {} orphans of cut TTL deletes quarantined by recover, {} daemon passes before the cuts, \
          {} txs in the store at the end; POH_SEED={}",
         c.cuts,
         started.elapsed().as_secs_f64(),
