@@ -228,7 +228,7 @@ impl SqliteBackend {
     /// hides it ("unable to open database file" on a read-only mount or a file owned by
     /// another user), and no guess that the file is not a database unless SQLite says so.
     fn err(&self, what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
-        meta_err(&self.path, format!("{what}{}", os_reason(&self.path)), e)
+        meta_err(&self.path, what, e)
     }
 }
 
@@ -453,14 +453,16 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<MetaRow> {
     })
 }
 
-/// A metadata error about the database at `path`.
+/// A metadata error about the database at `path`, with the operating system's reason
+/// when it knows one SQLite's message hides ([`os_reason`]): on a dead device SQLite may
+/// say "database disk image is malformed" where the kernel says "Input/output error".
 fn meta_err(
     path: &Path,
     what: impl Into<String>,
     e: impl std::error::Error + Send + Sync + 'static,
 ) -> StorageError {
     StorageError::Meta {
-        what: what.into(),
+        what: format!("{}{}", what.into(), os_reason(path)),
         path: path.to_owned(),
         source: Box::new(e),
     }
