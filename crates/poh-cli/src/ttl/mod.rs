@@ -138,13 +138,7 @@ async fn open_store(loc: &StoreLocation, read_only: bool) -> Result<StorageManag
     };
     StorageManager::open_with(&loc.base, loc.db_path(), loc.open_options(access))
         .await
-        .with_context(|| {
-            format!(
-                "open store {} (database {})",
-                loc.base.display(),
-                loc.db_path().display()
-            )
-        })
+        .with_context(|| format!("open {}", loc.describe()))
 }
 
 async fn scan(loc: &StoreLocation, a: ScanArgs) -> Result<()> {
@@ -226,13 +220,7 @@ async fn run(loc: &StoreLocation, a: RunArgs) -> Result<()> {
     let store = Arc::new(
         ReopeningStore::open(&loc.base, loc.db_path(), loc.open_options(Access::Existing))
             .await
-            .with_context(|| {
-                format!(
-                    "open store {} (database {})",
-                    loc.base.display(),
-                    loc.db_path().display()
-                )
-            })?,
+            .with_context(|| format!("open {}", loc.describe()))?,
     );
     let listener = match a.metrics {
         Some(addr) => Some(bind_metrics(addr).await?),
