@@ -60,7 +60,8 @@ pub use error::{Result, StorageError, error_chain};
 pub use files::names::{check_db_path, check_output_path, is_store_path};
 pub use files::{LOCK_FILE, sha256_hex};
 pub use fs::{
-    DirEntry, EntryKind, FileSystem, Modes, RealFs, is_not_regular, not_regular, writable_by_others,
+    DirEntry, EntryKind, FileHandle, FileSystem, Modes, RealFs, is_not_regular, not_regular,
+    read_exact_at, writable_by_others,
 };
 pub use group::{MAX_GROUP_BYTES, MAX_GROUP_TXS};
 pub use manager::{Page, StorageManager};
