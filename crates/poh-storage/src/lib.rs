@@ -49,11 +49,13 @@ mod error;
 mod files;
 mod fs;
 mod group;
+mod layout;
 mod manager;
 mod options;
 mod par;
 mod poison;
 mod report;
+mod segments;
 
 pub use engine::{MetaRow, Stats};
 pub use error::{Result, StorageError, error_chain};
@@ -64,6 +66,7 @@ pub use fs::{
     read_exact_at, writable_by_others,
 };
 pub use group::{MAX_GROUP_BYTES, MAX_GROUP_TXS};
+pub use layout::{DEFAULT_SEGMENT_WINDOW, LAYOUT_FILE, Layout};
 pub use manager::{Page, StorageManager};
 pub use options::{DEFAULT_LOCK_TIMEOUT, OpenOptions};
 pub use poh_types::{Limits, Tx, TxId};

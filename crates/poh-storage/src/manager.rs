@@ -15,9 +15,11 @@ use crate::engine::{Engine, EngineReader, MetaRow, Stats};
 use crate::error::{Result, StorageError};
 use crate::files::FilesEngine;
 use crate::group::{self, Cmd};
+use crate::layout::{self, Layout};
 use crate::options::OpenOptions;
 use crate::poison::{Poison, lock};
 use crate::report::RecoverReport;
+use crate::segments::SegmentsEngine;
 
 /// Most idle reader connections kept.
 const MAX_IDLE_READERS: usize = 8;
@@ -83,6 +85,29 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     })
 }
 
+/// Opens the engine of the store at `base`: the layout recorded in it (a store without a
+/// record is a flat-file one), or for a new store the one `opts` asks for (flat files by
+/// default). An explicit layout that differs from an existing store's is refused.
+fn open_engine(base: PathBuf, db: PathBuf, opts: &OpenOptions) -> Result<Arc<dyn Engine>> {
+    let recorded = layout::read(&*opts.fs, &base)?;
+    let layout = match (recorded, opts.layout) {
+        (Some(rec), Some(asked)) if rec.layout != asked => {
+            return Err(StorageError::LayoutMismatch {
+                path: base,
+                found: rec.layout.name().into(),
+                asked: asked.name().into(),
+            });
+        }
+        (Some(rec), _) => rec.layout,
+        (None, Some(Layout::Segments)) => Layout::Segments,
+        (None, _) => Layout::Files,
+    };
+    Ok(match layout {
+        Layout::Files => Arc::new(FilesEngine::open(base, db, opts)?),
+        Layout::Segments => Arc::new(SegmentsEngine::open(base, db, opts, recorded)?),
+    })
+}
+
 impl StorageManager {
     /// Opens the store with payloads under `base` and SQLite metadata at `db`, creating
     /// both if missing, migrating a prototype database in place, and finishing any save
@@ -103,7 +128,7 @@ impl StorageManager {
     }
 
     fn open_blocking(base: PathBuf, db: PathBuf, opts: OpenOptions) -> Result<Self> {
-        let engine: Arc<dyn Engine> = Arc::new(FilesEngine::open(base, db, &opts)?);
+        let engine = open_engine(base, db, &opts)?;
         let poison = Poison::default();
         let (tx, thread) = if opts.read_only {
             (None, None)

@@ -13,10 +13,10 @@
 //! - [`recover`]: recovery and verification.
 //! - [`names`]: the paths the store manages, refused as a database or an output.
 
-mod lock;
-mod meta;
+pub(crate) mod lock;
+pub(crate) mod meta;
 pub(crate) mod names;
-mod payload;
+pub(crate) mod payload;
 mod reader;
 mod recover;
 mod writer;
