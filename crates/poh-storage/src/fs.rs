@@ -133,6 +133,7 @@ pub trait FileSystem: Send + Sync + 'static {
 /// Durability contract: bytes written by [`write_at`](Self::write_at) and a length set by
 /// [`set_len`](Self::set_len) survive power loss only after [`sync_data`](Self::sync_data)
 /// (`fdatasync`). A handle keeps reading the file it opened even after the name is removed.
+#[allow(clippy::len_without_is_empty)] // a length that can fail; emptiness is never asked
 pub trait FileHandle: Send + Sync {
     /// The file's current length.
     fn len(&self) -> io::Result<u64>;
