@@ -69,6 +69,7 @@ impl Drop for Inner {
 impl std::fmt::Debug for StorageManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageManager")
+            .field("layout", &self.inner.engine.layout())
             .field("base", &self.inner.engine.base())
             .field("db", &self.inner.engine.location())
             .finish()
@@ -153,6 +154,11 @@ impl StorageManager {
                 read_only: opts.read_only,
             }),
         })
+    }
+
+    /// The store's layout (the engine it opened with).
+    pub fn layout(&self) -> Layout {
+        self.inner.engine.layout()
     }
 
     /// Fails for a handle opened read-only.

@@ -41,7 +41,8 @@ Exit codes:
   0  success
   1  failure (I/O, database, no store at --base/--db, ...)
   2  usage error or bad input (unknown flag, invalid tx JSON or tx_id, malformed or
-     over-long import line, --db or --out naming one of the store's own files)
+     over-long import line, --db or --out naming one of the store's own files,
+     --layout or --segment-window other than the store's own)
   3  tx not found (load, delete)
   4  integrity problem (load of a corrupt or missing payload; verify found problems)
 
@@ -51,6 +52,8 @@ Environment:
   POH_MAX_PAYLOAD     default for --max-payload
   POH_LOCK_TIMEOUT    default for --lock-timeout
   POH_GROUP_READABLE  default for --group-readable (true/false, 1/0, yes/no, on/off)
+  POH_LAYOUT          default for --layout (files or segments; only for a new store)
+  POH_SEGMENT_WINDOW  default for --segment-window (only for a new segments store)
   RUST_LOG            log filter for messages on stderr (default: warn)";
 
 /// `poh-storage`: a durable, verified store of Proof-of-History transactions.
@@ -59,9 +62,12 @@ Environment:
     name = "poh-storage",
     version,
     about = "A durable, verified store of Proof-of-History transactions",
-    long_about = "A durable, verified store of Proof-of-History transactions: payloads are \
-                  files <base>/<tx_id>.bin, metadata is a row in an SQLite database. Only \
-                  init, save and import create a missing store.",
+    long_about = "A durable, verified store of Proof-of-History transactions. Two layouts: \
+                  `files` (the default: payloads are files <base>/<tx_id>.bin, metadata a row \
+                  in an SQLite database) and `segments` (payloads appended as checksummed \
+                  records to time-windowed segment files under <base>/segments, with an \
+                  SQLite index), chosen with --layout when a store is created. Only init, save \
+                  and import create a missing store.",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -258,10 +264,11 @@ fn run_with<W: Write>(cli: Cli, out: &mut Out<W>) -> Result<()> {
 }
 
 fn cmd_init<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    with_store(opts, Access::Create, |_, _| Ok(()))?;
+    let layout = with_store(opts, Access::Create, |_, sm| Ok(sm.layout()))?;
     if opts.json {
         out.line(&json_obj(&[
             ("initialized", serde_json::Value::Bool(true)),
+            ("layout", serde_json::Value::String(layout.to_string())),
             ("base", path_json(&opts.location.base)),
             ("db", path_json(&opts.location.db_path())),
         ]))

@@ -121,6 +121,10 @@ impl Engine for FilesEngine {
         self.backend.location().display().to_string()
     }
 
+    fn layout(&self) -> crate::layout::Layout {
+        crate::layout::Layout::Files
+    }
+
     fn writer(&self, poison: Poison, repair: bool) -> Result<Box<dyn EngineWriter>> {
         let mut meta = self.backend.open_writer()?;
         let base = self.payloads.base();

@@ -254,6 +254,10 @@ impl Engine for SegmentsEngine {
         self.db.path().display().to_string()
     }
 
+    fn layout(&self) -> Layout {
+        Layout::Segments
+    }
+
     fn writer(&self, poison: Poison, repair: bool) -> Result<Box<dyn EngineWriter>> {
         let index = self.db.open_writer()?;
         let lock = StoreLock::open(self.dir.base(), self.lock_timeout, self.dir.modes().file)?;
