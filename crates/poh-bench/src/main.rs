@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p poh-bench -- --n 10000,100000 --size 1024 --markdown bench.md
+//! cargo run --release -p poh-bench -- --layout files,segments --n 100000
 //! ```
 //!
 //! Phases per N: durable single saves, batched saves, concurrent single saves, load+verify
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use poh_storage::{StorageManager, Tx, TxId};
+use poh_storage::{Layout, StorageManager, Tx, TxId};
 use poh_ttl::{ManualClock, ScanMode, TtlManager};
 use serde::Serialize;
 
@@ -50,6 +51,10 @@ struct Args {
     /// Txs per `save_batch` call.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Store layouts to run, comma-separated (`files`, `segments`): each N runs once per
+    /// layout, in the same run, so the figures compare directly.
+    #[arg(long, value_delimiter = ',', default_value = "files")]
+    layout: Vec<Layout>,
     /// Write the results as a Markdown table to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -60,6 +65,7 @@ struct Args {
 
 #[derive(Debug, Serialize, Clone)]
 struct Row {
+    layout: String,
     n: usize,
     phase: String,
     ops: u64,
@@ -357,6 +363,7 @@ impl Phase {
     ) -> Row {
         let elapsed = self.start.elapsed();
         let row = Row {
+            layout: String::new(),
             n,
             phase: name.into(),
             ops,
@@ -379,13 +386,59 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-async fn run_n(args: &Args, root: &Path, n: usize, limits: &Limits) -> Result<Vec<Row>> {
-    let dir = root.join(format!("store-{n}"));
+/// Bytes a directory tree takes on disk (allocated blocks), and its files' lengths.
+fn disk_usage(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut alloc = 0;
+    let mut apparent = 0;
+    let Ok(rd) = fs::read_dir(path) else {
+        return (0, 0);
+    };
+    for e in rd.flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            let (a, b) = disk_usage(&e.path());
+            alloc += a;
+            apparent += b;
+        } else {
+            alloc += m.blocks() * 512;
+            apparent += m.len();
+        }
+    }
+    (alloc, apparent)
+}
+
+async fn run_n(
+    args: &Args,
+    root: &Path,
+    n: usize,
+    limits: &Limits,
+    layout: Layout,
+) -> Result<Vec<Row>> {
+    let mut rows = run_phases(args, root, n, limits, layout).await?;
+    for r in &mut rows {
+        r.layout = layout.to_string();
+    }
+    Ok(rows)
+}
+
+async fn run_phases(
+    args: &Args,
+    root: &Path,
+    n: usize,
+    limits: &Limits,
+    layout: Layout,
+) -> Result<Vec<Row>> {
+    let dir = root.join(format!("store-{layout}-{n}"));
     let base = dir.join("data");
-    let sm = StorageManager::open(&base, base.join("poh.db")).await?;
+    let opts = poh_storage::OpenOptions {
+        layout: Some(layout),
+        ..poh_storage::OpenOptions::default()
+    };
+    let sm = StorageManager::open_with(&base, base.join("poh.db"), opts).await?;
     let size = args.size;
     let mut rows = Vec::new();
-    eprintln!("N = {n}");
+    eprintln!("N = {n}, layout {layout}");
 
     // 1. one durable save at a time
     let single = n.min(args.single);
@@ -451,6 +504,34 @@ async fn run_n(args: &Args, root: &Path, n: usize, limits: &Limits) -> Result<Ve
         Some(limits.durable_files_batched_per_s),
         format!("{} callers; limit as for save_batch", args.concurrency),
     ));
+
+    // Disk use of everything saved so far, against the bytes of what it holds.
+    {
+        sm.close().await?;
+        let (alloc, apparent) = disk_usage(&base);
+        let stored = (single + n + total) as u64;
+        let id_len = 9u64; // "b00000000"
+        let useful = stored * (size as u64 + id_len + "bench-holder".len() as u64 + 32);
+        let note = format!(
+            "{:.0} B/tx allocated, {:.0} B/tx apparent; {:.2}x the bytes of payloads + ids + holders + hashes",
+            alloc as f64 / stored as f64,
+            apparent as f64 / stored as f64,
+            alloc as f64 / useful as f64
+        );
+        eprintln!("  disk                   {note}");
+        rows.push(Row {
+            layout: String::new(),
+            n,
+            phase: "disk".into(),
+            ops: stored,
+            elapsed_s: 0.0,
+            ops_per_s: 0.0,
+            peak_rss_mib: 0.0,
+            limit_ops_per_s: None,
+            note,
+        });
+    }
+    let sm = StorageManager::open(&base, base.join("poh.db")).await?;
 
     // 4. loads with verification
     // Ids are made chunk by chunk, so the benchmark's own memory does not grow with N.
@@ -549,6 +630,7 @@ async fn run_n(args: &Args, root: &Path, n: usize, limits: &Limits) -> Result<Ve
     }
     let med = median(times);
     rows.push(Row {
+        layout: String::new(),
         n,
         phase: "ttl scan (none expired)".into(),
         ops: 1,
@@ -626,8 +708,8 @@ fn markdown(report: &Report) -> String {
         ));
     }
     s.push('\n');
-    s.push_str("| N | phase | ops | elapsed | ops/s | peak RSS | vs limit | note |\n");
-    s.push_str("|---:|---|---:|---:|---:|---:|---:|---|\n");
+    s.push_str("| layout | N | phase | ops | elapsed | ops/s | peak RSS | vs limit | note |\n");
+    s.push_str("|---|---:|---|---:|---:|---:|---:|---:|---|\n");
     for r in &report.rows {
         let elapsed = if r.elapsed_s < 0.1 {
             format!("{:.2} ms", r.elapsed_s * 1e3)
@@ -638,8 +720,8 @@ fn markdown(report: &Report) -> String {
             .limit_ops_per_s
             .map_or(String::new(), |l| format!("{:.2}x", r.ops_per_s / l));
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {:.1} MiB | {} | {} |\n",
-            r.n, r.phase, r.ops, elapsed, r.ops_per_s, r.peak_rss_mib, ratio, r.note
+            "| {} | {} | {} | {} | {} | {:.0} | {:.1} MiB | {} | {} |\n",
+            r.layout, r.n, r.phase, r.ops, elapsed, r.ops_per_s, r.peak_rss_mib, ratio, r.note
         ));
     }
     s
@@ -663,7 +745,9 @@ async fn main() -> Result<()> {
         eprintln!("measuring machine limits in {}", root.path().display());
         let limits = measure_limits(root.path(), args.size)?;
         eprintln!("{limits:#?}");
-        rows.extend(run_n(&args, root.path(), n, &limits).await?);
+        for &layout in &args.layout {
+            rows.extend(run_n(&args, root.path(), n, &limits, layout).await?);
+        }
         all_limits.push((n, limits));
     }
     let report = Report {
