@@ -422,3 +422,43 @@ async fn a_failed_index_commit_leaves_no_part_of_the_batch() {
     assert!(sm.verify().await.unwrap().is_clean());
     sm.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn links_at_the_stores_own_names_are_never_followed() {
+    let st = Store::new();
+    let sm = st.open().await;
+    sm.save(tx("a", 10.0, b"x")).await.unwrap();
+    sm.close().await.unwrap();
+    let outside = st.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+
+    // A segment file replaced by a link: never read through it, quarantined as corrupt.
+    let (seg, _) = st.location("a");
+    std::fs::copy(&seg, outside.join("copy.seg")).unwrap();
+    std::fs::remove_file(&seg).unwrap();
+    std::os::unix::fs::symlink(outside.join("copy.seg"), &seg).unwrap();
+    let sm = st.open().await;
+    let err = sm.load(&id("a")).await.unwrap_err();
+    assert!(matches!(err, StorageError::Integrity { .. }), "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    sm.close().await.unwrap();
+
+    // The segments directory or the layout record replaced by a link: refused at open.
+    let segs = st.segs();
+    std::fs::rename(&segs, outside.join("segs")).unwrap();
+    std::os::unix::fs::symlink(outside.join("segs"), &segs).unwrap();
+    let err = StorageManager::open(&st.base, &st.db).await.unwrap_err();
+    assert!(matches!(err, StorageError::BadStoreEntry { .. }), "{err}");
+    std::fs::remove_file(&segs).unwrap();
+    std::fs::rename(outside.join("segs"), &segs).unwrap();
+    let layout = st.base.join(poh_storage::LAYOUT_FILE);
+    std::fs::rename(&layout, outside.join("layout")).unwrap();
+    std::os::unix::fs::symlink(outside.join("layout"), &layout).unwrap();
+    let err = StorageManager::open(&st.base, &st.db).await.unwrap_err();
+    assert!(matches!(err, StorageError::BadStoreEntry { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        2,
+        "nothing outside changed"
+    );
+}
