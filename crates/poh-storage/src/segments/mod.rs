@@ -67,7 +67,7 @@ impl SegmentsEngine {
         let dir = SegDir::new(opts.fs.clone(), &base, modes);
         let create = opts.create && !opts.read_only;
         let index = IndexDb::new(&db, create, modes.file);
-        let asked = asked_window(opts)?;
+        let asked = asked_window(&base, opts)?;
         let window = match recorded {
             Some(rec) => {
                 if let Some(w) = asked.filter(|w| *w != rec.window_secs) {
@@ -261,7 +261,8 @@ impl Engine for SegmentsEngine {
     fn writer(&self, poison: Poison, repair: bool) -> Result<Box<dyn EngineWriter>> {
         let index = self.db.open_writer()?;
         let lock = StoreLock::open(self.dir.base(), self.lock_timeout, self.dir.modes().file)?;
-        let mut w = writer::SegmentsWriter::new(index, self.dir.clone(), lock, poison, self.window);
+        let mut w =
+            writer::SegmentsWriter::new(index, self.dir.clone(), lock, poison, self.window, repair);
         if repair {
             w.repair_if_free()?;
         }

@@ -111,6 +111,7 @@ impl SegmentsWriter {
         lock: StoreLock,
         poison: Poison,
         window: u64,
+        repair: bool,
     ) -> Self {
         Self {
             index,
@@ -118,7 +119,9 @@ impl SegmentsWriter {
             lock: Arc::new(lock),
             poison,
             window,
-            repaired: false,
+            // Without repair (OpenOptions::repair = false) crash leftovers are left as
+            // found; an uncommitted tail is still cut before anything is appended after it.
+            repaired: !repair,
             cache: Cache::default(),
             to_unlink: Vec::new(),
             to_purge: Vec::new(),
