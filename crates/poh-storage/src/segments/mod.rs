@@ -40,12 +40,12 @@ pub(crate) struct SegmentsEngine {
 }
 
 /// The window width `opts` asks for, in whole seconds.
-fn asked_window(opts: &OpenOptions) -> Result<Option<u64>> {
+fn asked_window(base: &Path, opts: &OpenOptions) -> Result<Option<u64>> {
     match opts.segment_window {
         None => Ok(None),
         Some(d) if d.as_secs() >= 1 && d.subsec_nanos() == 0 => Ok(Some(d.as_secs())),
         Some(d) => Err(StorageError::BadPath {
-            path: PathBuf::new(),
+            path: base.to_owned(),
             why: format!(
                 "a segment window must be a whole number of seconds, at least 1 (got {d:?})"
             ),
