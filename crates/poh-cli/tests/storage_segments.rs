@@ -218,3 +218,48 @@ fn poh_ttl_drops_whole_expired_windows() {
     );
     s.cmd().arg("verify").assert().success();
 }
+
+#[test]
+fn migrate_converts_in_place_and_to_a_new_path() {
+    let s = Scratch::new();
+    for i in 0..20 {
+        s.save(
+            &format!("t{i:02}"),
+            1_700_000_000.0 + i as f64,
+            format!("p{i}").as_bytes(),
+        );
+    }
+    let loads = |s: &Scratch, base: &str| -> Vec<String> {
+        (0..20)
+            .map(|i| s.ok(&["--base", base, "load", "--tx-id", &format!("t{i:02}")]))
+            .collect()
+    };
+    let before = loads(&s, "data");
+    let out = s.ok(&["migrate", "--to", "segments"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (r["from"].as_str(), r["to"].as_str()),
+        (Some("files"), Some("segments")),
+        "{r}"
+    );
+    assert_eq!(r["verified"], 20, "{r}");
+    assert!(
+        s.path().join("data.pre-migrate/t00.bin").is_file(),
+        "the old store is kept"
+    );
+    assert!(s.base().join(".poh-layout").is_file());
+    assert_eq!(loads(&s, "data"), before);
+    s.cmd().arg("verify").assert().success();
+
+    s.ok(&["migrate", "--to", "files", "--dest", "copy"]);
+    assert!(s.path().join("copy/t00.bin").is_file());
+    assert_eq!(loads(&s, "copy"), before);
+    // The source is still the segments store.
+    assert!(s.base().join(".poh-layout").is_file());
+    // A second in-place run while the first run's copy is still kept is refused.
+    s.cmd()
+        .args(["migrate", "--to", "files"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("pre-migrate"));
+}

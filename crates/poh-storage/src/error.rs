@@ -164,7 +164,7 @@ pub enum StorageError {
     /// The layout (or segment window) asked for differs from the one the store was
     /// created with; nothing was changed. An existing store always opens with its own.
     #[error(
-        "{} is a {found} store, but {asked} was asked for; omit --layout (or the option) to open it as it is",
+        "{} is a {found} store, but {asked} was asked for; leave the option out to open it as it is (`poh-storage migrate --to <layout>` converts a store)",
         path.display()
     )]
     LayoutMismatch {

@@ -31,6 +31,9 @@
 //! - `engine`: the seam an engine implements (`Engine`, `EngineWriter`, `EngineReader`)
 //!   and the engine-neutral data that crosses it ([`MetaRow`], [`Stats`]).
 //! - `files`: the flat-file engine (payload files + SQLite metadata + a store lock).
+//! - `segments`: the segments engine (time-windowed append-only segment files of
+//!   checksummed records + an SQLite index); `layout`: [`Layout`], chosen at creation and
+//!   recorded; `migrate`: [`migrate`], converting a store from one layout to the other.
 //! - `report`: [`RecoverReport`], [`Finding`], [`ProblemKind`].
 //! - `fs`: the narrow [`FileSystem`] trait the file engine is written against (tests
 //!   substitute poh-testkit's simulated one) and [`RealFs`].
@@ -51,6 +54,7 @@ mod fs;
 mod group;
 mod layout;
 mod manager;
+mod migrate;
 mod options;
 mod par;
 mod poison;
@@ -68,6 +72,7 @@ pub use fs::{
 pub use group::{MAX_GROUP_BYTES, MAX_GROUP_TXS};
 pub use layout::{DEFAULT_SEGMENT_WINDOW, LAYOUT_FILE, Layout};
 pub use manager::{Page, StorageManager};
+pub use migrate::{MIGRATED_MARKER, MigrateReport, migrate};
 pub use options::{DEFAULT_LOCK_TIMEOUT, OpenOptions};
 pub use poh_types::{Limits, Tx, TxId};
 pub use report::{Finding, ProblemKind, RecoverReport};

@@ -149,6 +149,22 @@ pub enum Command {
     Verify,
     /// Print the number of txs, their bytes and the time range.
     Stats,
+    /// Convert the store to another layout, verifying every payload, and print a JSON
+    /// report. In place by default (the store as it was is kept as `<base>.pre-migrate`;
+    /// stop every other process using the store first); a kill at any moment loses
+    /// nothing, and running it again finishes it.
+    Migrate {
+        /// The layout to convert to: `files` or `segments`.
+        #[arg(long, value_name = "LAYOUT")]
+        to: poh_storage::Layout,
+        /// Write the converted store here instead of converting in place (the source is
+        /// left as it is).
+        #[arg(long, value_name = "DIR")]
+        dest: Option<PathBuf>,
+        /// The converted store's database [default: <dest>/poh.db].
+        #[arg(long, value_name = "FILE", requires = "dest")]
+        dest_db: Option<PathBuf>,
+    },
 }
 
 /// Runs `poh-storage` with its parsed command line: logging, the command, and the exit
@@ -260,6 +276,7 @@ fn run_with<W: Write>(cli: Cli, out: &mut Out<W>) -> Result<()> {
         Command::Import(args) => import::cmd_import(&opts, &args, out),
         Command::Verify => cmd_verify(&opts, out),
         Command::Stats => cmd_stats(&opts, out),
+        Command::Migrate { to, dest, dest_db } => cmd_migrate(&opts, to, dest, dest_db, out),
     }
 }
 
@@ -438,6 +455,30 @@ fn verify_text(r: &RecoverReport) -> String {
         let _ = writeln!(s, "  -: leftover temp file {} (would remove)", p.display());
     }
     s
+}
+
+fn cmd_migrate<W: Write>(
+    opts: &StoreOpts,
+    to: poh_storage::Layout,
+    dest: Option<PathBuf>,
+    dest_db: Option<PathBuf>,
+    out: &mut Out<W>,
+) -> Result<()> {
+    let loc = &opts.location;
+    let dest = dest.map(|d| {
+        let db = dest_db.unwrap_or_else(|| d.join("poh.db"));
+        (d, db)
+    });
+    let o = poh_storage::OpenOptions {
+        limits: opts.limits(),
+        layout: None,
+        ..loc.open_options(Access::Existing)
+    };
+    let rt = Rt::new()?;
+    let report = rt
+        .call(poh_storage::migrate(&loc.base, &loc.db_path(), to, dest, o))
+        .with_context(|| format!("cannot migrate {} to {to}", loc.describe()))?;
+    out.line(&to_json(&report)?)
 }
 
 fn cmd_stats<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
