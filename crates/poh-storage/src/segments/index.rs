@@ -101,6 +101,8 @@ pub(crate) enum Found {
 }
 
 pub(crate) const ROW_COLS: &str = "tx_id, seg, off, size, timestamp, holder_id, hash";
+const GET_ROW: &str =
+    "SELECT tx_id, seg, off, size, timestamp, holder_id, hash FROM records WHERE tx_id = ?1";
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
@@ -335,7 +337,7 @@ impl Index {
     pub(crate) fn get(&self, tx_id: &str) -> Result<Option<Row>> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("SELECT {ROW_COLS} FROM records WHERE tx_id = ?1"))
+            .prepare_cached(GET_ROW)
             .map_err(|e| self.err("look up row", e))?;
         stmt.query_row([tx_id], row_from)
             .optional()

@@ -862,21 +862,25 @@ impl SegmentsWriter {
     }
 
     fn insert_row(&self, r: &Row) -> Result<()> {
-        self.exec(
-            "INSERT OR REPLACE INTO records (tx_id, seg, off, size, timestamp, holder_id, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                r.tx_id,
-                to_i64(r.seg),
-                to_i64(r.off),
-                to_i64(r.size),
-                r.timestamp,
-                r.holder_id,
-                &r.hash[..]
-            ],
-            &format!("insert row of tx {}", r.tx_id),
-        )
-        .map(drop)
+        self.index
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO records (tx_id, seg, off, size, timestamp, holder_id, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.tx_id,
+                    to_i64(r.seg),
+                    to_i64(r.off),
+                    to_i64(r.size),
+                    r.timestamp,
+                    r.holder_id,
+                    &r.hash[..]
+                ])
+            })
+            .map(drop)
+            .map_err(|e| self.index.err(format!("insert row of tx {}", r.tx_id), e))
     }
 
     /// The segment to compact next, if any is more than half dead (or has no live record).
