@@ -55,6 +55,10 @@ struct Args {
     /// layout, in the same run, so the figures compare directly.
     #[arg(long, value_delimiter = ',', default_value = "files")]
     layout: Vec<Layout>,
+    /// Also run the peers on the same txs and phases: `sqlite` (the payload as a BLOB in
+    /// one SQLite table, WAL, synchronous=FULL).
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
     /// Write the results as a Markdown table to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -343,6 +347,8 @@ fn measure_limits_once(dir: &Path, size: usize) -> Result<Limits> {
 
 struct Phase {
     start: Instant,
+    /// Time inside the phase spent on the benchmark's own work, not counted.
+    excluded: Duration,
 }
 
 impl Phase {
@@ -350,7 +356,12 @@ impl Phase {
         reset_peak_rss();
         Self {
             start: Instant::now(),
+            excluded: Duration::ZERO,
         }
+    }
+
+    fn exclude(&mut self, d: Duration) {
+        self.excluded += d;
     }
 
     fn end(
@@ -361,7 +372,7 @@ impl Phase {
         limit: Option<f64>,
         note: impl Into<String>,
     ) -> Row {
-        let elapsed = self.start.elapsed();
+        let elapsed = self.start.elapsed().saturating_sub(self.excluded);
         let row = Row {
             layout: String::new(),
             n,
@@ -454,14 +465,17 @@ async fn run_phases(
         "limit: durable file create + one durable SQLite commit",
     ));
 
-    // 2. batched saves: fills the store with N txs
-    let p = Phase::start();
+    // 2. batched saves: fills the store with N txs. Only the save_batch calls are timed:
+    //    making the txs (payload bytes from a PRNG) is the benchmark's work, not the store's.
+    let mut p = Phase::start();
     let mut i = 0;
     while i < n {
         let end = (i + args.batch).min(n);
+        let made = Instant::now();
         let txs = (i..end)
             .map(|j| tx("b", j, size))
             .collect::<Result<Vec<_>>>()?;
+        p.exclude(made.elapsed());
         sm.save_batch(txs).await?;
         i = end;
     }
@@ -686,6 +700,213 @@ async fn run_phases(
     Ok(rows)
 }
 
+/// The SQLite-BLOB peer: what a user might pick instead — one table holding the payload
+/// as a BLOB beside its fields, WAL, `synchronous=FULL` (the same durability), the same
+/// txs and phases, one connection on this thread.
+fn run_sqlite_peer(args: &Args, root: &Path, n: usize) -> Result<Vec<Row>> {
+    use sha2::Digest as _;
+    let dir = root.join(format!("peer-sqlite-{n}"));
+    fs::create_dir_all(&dir)?;
+    let path = dir.join("blobs.db");
+    let mut conn = rusqlite::Connection::open(&path)?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL;
+         CREATE TABLE txs (tx_id TEXT PRIMARY KEY, holder_id TEXT NOT NULL,
+            timestamp REAL NOT NULL, hash BLOB NOT NULL, payload BLOB NOT NULL);
+         CREATE INDEX txs_ts ON txs(timestamp, tx_id);",
+    )?;
+    let size = args.size;
+    let insert = "INSERT OR REPLACE INTO txs VALUES (?1, ?2, ?3, ?4, ?5)";
+    let put = |c: &rusqlite::Connection, t: &Tx| -> Result<()> {
+        let hash: [u8; 32] = sha2::Sha256::digest(&t.payload).into();
+        c.prepare_cached(insert)?.execute(rusqlite::params![
+            t.tx_id.as_str(),
+            t.holder_id,
+            t.timestamp,
+            &hash[..],
+            t.payload
+        ])?;
+        Ok(())
+    };
+    let mut rows = Vec::new();
+    eprintln!("N = {n}, peer sqlite-blob");
+
+    let single = n.min(args.single);
+    let p = Phase::start();
+    for i in 0..single {
+        put(&conn, &tx("s", i, size)?)?;
+    }
+    rows.push(p.end(
+        n,
+        "save (one at a time)",
+        single as u64,
+        None,
+        "one durable commit each",
+    ));
+
+    let mut p = Phase::start();
+    let mut i = 0;
+    while i < n {
+        let end = (i + args.batch).min(n);
+        let made = Instant::now();
+        let txs = (i..end)
+            .map(|j| tx("b", j, size))
+            .collect::<Result<Vec<_>>>()?;
+        p.exclude(made.elapsed());
+        let t = conn.transaction()?;
+        for x in &txs {
+            put(&t, x)?;
+        }
+        t.commit()?;
+        i = end;
+    }
+    rows.push(p.end(
+        n,
+        "save_batch",
+        n as u64,
+        None,
+        format!("{} per transaction", args.batch),
+    ));
+
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    let (alloc, apparent) = disk_usage(&dir);
+    let stored = (single + n) as u64;
+    let useful = stored * (size as u64 + 9 + "bench-holder".len() as u64 + 32);
+    rows.push(Row {
+        layout: String::new(),
+        n,
+        phase: "disk".into(),
+        ops: stored,
+        elapsed_s: 0.0,
+        ops_per_s: 0.0,
+        peak_rss_mib: 0.0,
+        limit_ops_per_s: None,
+        note: format!(
+            "{:.0} B/tx allocated, {:.0} B/tx apparent; {:.2}x the bytes of payloads + ids + holders + hashes",
+            alloc as f64 / stored as f64,
+            apparent as f64 / stored as f64,
+            alloc as f64 / useful as f64
+        ),
+    });
+
+    for pass in ["load_many (first pass)", "load_many (warm)"] {
+        let p = Phase::start();
+        let mut st = conn.prepare_cached("SELECT hash, payload FROM txs WHERE tx_id = ?1")?;
+        for i in 0..n {
+            let id = format!("b{i:08}");
+            let (hash, payload): (Vec<u8>, Vec<u8>) =
+                st.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let got: [u8; 32] = sha2::Sha256::digest(&payload).into();
+            anyhow::ensure!(got[..] == hash[..], "peer payload {id} fails its hash");
+        }
+        drop(st);
+        rows.push(p.end(n, pass, n as u64, None, "one SELECT + SHA-256 per tx"));
+    }
+
+    let cutoff = T0 + (stored as f64 / 10.0).floor();
+    let p = Phase::start();
+    let mut expired = 0u64;
+    loop {
+        let t = conn.transaction()?;
+        let k = t.execute(
+            "DELETE FROM txs WHERE tx_id IN (SELECT tx_id FROM txs WHERE timestamp < ?1
+                ORDER BY timestamp, tx_id LIMIT 1000)",
+            [cutoff],
+        )?;
+        t.commit()?;
+        expired += k as u64;
+        if k < 1000 {
+            break;
+        }
+    }
+    rows.push(p.end(
+        n,
+        "ttl scan (10% expired)",
+        expired,
+        None,
+        "batches of 1000",
+    ));
+    for r in &mut rows {
+        r.layout = "sqlite-blob".into();
+    }
+    Ok(rows)
+}
+
+/// Each phase's ops/s per layout side by side, and segments' ratio to each other one.
+fn comparison(report: &Report) -> String {
+    let phases = [
+        "save (one at a time)",
+        "save_batch",
+        "save (concurrent)",
+        "load_many (first pass)",
+        "load_many (warm)",
+        "ttl scan (10% expired)",
+        "disk",
+    ];
+    let mut layouts: Vec<&str> = Vec::new();
+    for r in &report.rows {
+        if !layouts.contains(&r.layout.as_str()) {
+            layouts.push(&r.layout);
+        }
+    }
+    if layouts.len() < 2 {
+        return String::new();
+    }
+    let mut s =
+        String::from("\nSide by side (ops/s; disk: allocated bytes per tx):\n\n| N | phase |");
+    for l in &layouts {
+        s.push_str(&format!(" {l} |"));
+    }
+    for l in layouts.iter().filter(|l| **l != "segments") {
+        s.push_str(&format!(" segments / {l} |"));
+    }
+    s.push('\n');
+    s.push_str(&"|---".repeat(2 + layouts.len() * 2 - 1));
+    s.push_str("|\n");
+    let mut ns: Vec<usize> = report.rows.iter().map(|r| r.n).collect();
+    ns.dedup();
+    for n in ns {
+        for ph in phases {
+            let value = |l: &str| -> Option<f64> {
+                let r = report
+                    .rows
+                    .iter()
+                    .find(|r| r.n == n && r.phase == ph && r.layout == l)?;
+                if ph == "disk" {
+                    r.note
+                        .split(" B/tx")
+                        .next()
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                } else {
+                    Some(r.ops_per_s)
+                }
+            };
+            if layouts.iter().all(|l| value(l).is_none()) {
+                continue;
+            }
+            s.push_str(&format!("| {n} | {ph} |"));
+            for l in &layouts {
+                s.push_str(&value(l).map_or(" – |".into(), |v| format!(" {v:.0} |")));
+            }
+            let seg = value("segments");
+            for l in layouts.iter().filter(|l| **l != "segments") {
+                let cell = match (seg, value(l)) {
+                    // For disk, smaller is better: the ratio says how many times less.
+                    (Some(a), Some(b)) if ph == "disk" && a > 0.0 => {
+                        format!(" {:.2}x less |", b / a)
+                    }
+                    (Some(a), Some(b)) if b > 0.0 => format!(" {:.2}x |", a / b),
+                    _ => " – |".into(),
+                };
+                s.push_str(&cell);
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
 fn markdown(report: &Report) -> String {
     let mut s = format!(
         "Machine: {}. Payload: {} bytes.\n\nMachine limits, measured right before each N's phases:\n\n",
@@ -724,12 +945,20 @@ fn markdown(report: &Report) -> String {
             r.layout, r.n, r.phase, r.ops, elapsed, r.ops_per_s, r.peak_rss_mib, ratio, r.note
         ));
     }
+    s.push_str(&comparison(report));
     s
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // RUST_LOG=poh_storage=debug shows, per group commit, where its time went.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     anyhow::ensure!(
         args.batch > 0 && args.concurrency > 0,
         "--batch and --concurrency must be > 0"
@@ -747,6 +976,12 @@ async fn main() -> Result<()> {
         eprintln!("{limits:#?}");
         for &layout in &args.layout {
             rows.extend(run_n(&args, root.path(), n, &limits, layout).await?);
+        }
+        for peer in &args.peers {
+            match peer.as_str() {
+                "sqlite" => rows.extend(run_sqlite_peer(&args, root.path(), n)?),
+                other => anyhow::bail!("unknown peer {other:?} (known: sqlite)"),
+            }
         }
         all_limits.push((n, limits));
     }

@@ -796,10 +796,12 @@ impl SegmentsWriter {
                 .into(),
             });
         }
+        let started = std::time::Instant::now();
         let mut staged: Vec<Staged> = Vec::new();
         let mut seals: Vec<u64> = Vec::new();
         let mut placed: Vec<Row> = Vec::new();
         let mut seq = self.cache.next_seq;
+        let mut encoded = started;
         let res = (|| -> Result<()> {
             for txs in group {
                 let count = u32::try_from(txs.len()).unwrap_or(u32::MAX);
@@ -827,12 +829,14 @@ impl SegmentsWriter {
                     });
                 }
             }
+            encoded = std::time::Instant::now();
             self.write_staged(&staged)
         })();
         if let Err(e) = res {
             self.roll_back(&staged);
             return Err(e);
         }
+        let synced = std::time::Instant::now();
         self.cache.next_seq = seq;
         let committed = self.txn(|w| {
             let mut deltas: HashMap<u64, Delta> = HashMap::new();
@@ -850,6 +854,14 @@ impl SegmentsWriter {
         });
         match committed {
             Ok(dropped) => {
+                debug!(
+                    records = placed.len(),
+                    segments = staged.len(),
+                    encode_us = (encoded - started).as_micros() as u64,
+                    write_sync_us = (synced - encoded).as_micros() as u64,
+                    commit_us = synced.elapsed().as_micros() as u64,
+                    "group committed"
+                );
                 self.remember(staged, &seals);
                 self.after_commit(&dropped, false)
             }
