@@ -100,6 +100,17 @@ pub(crate) fn check_bytes(
     row: &Row,
     path: &Path,
 ) -> std::result::Result<(), Problem> {
+    if record::is_exactly(
+        bytes,
+        &row.tx_id,
+        &row.holder_id,
+        row.timestamp,
+        row.size,
+        &row.hash,
+    ) {
+        return Ok(());
+    }
+    // Something differs: say what.
     let at = || format!("{} at offset {}", path.display(), row.off);
     let (h, _) = record::parse(bytes).map_err(|bad| match bad {
         record::Bad::Short => Problem::Corrupt(format!(
@@ -133,7 +144,10 @@ pub(crate) fn check_bytes(
             hex::encode(row.hash)
         )));
     }
-    Ok(())
+    Err(Problem::Corrupt(format!(
+        "the record at {} is not exactly what the index says",
+        at()
+    )))
 }
 
 /// The error a load returns for `problem` with `row`.

@@ -196,6 +196,40 @@ pub(crate) fn parse_header(b: &[u8]) -> Result<Header, Bad> {
     })
 }
 
+/// True when `b` is exactly the record of these fields: every header byte, the header
+/// check and the payload's SHA-256 agree. No allocation: the load path's check (a `false`
+/// is explained by [`parse`]).
+pub(crate) fn is_exactly(
+    b: &[u8],
+    tx_id: &str,
+    holder_id: &str,
+    timestamp: f64,
+    size: u64,
+    sha: &[u8; 32],
+) -> bool {
+    let (id, holder) = (tx_id.as_bytes(), holder_id.as_bytes());
+    let hlen = header_len(id.len(), holder.len());
+    let Ok(size_usize) = usize::try_from(size) else {
+        return false;
+    };
+    if b.len() != hlen + size_usize || id.len() > usize::from(u16::MAX) {
+        return false;
+    }
+    let body = hlen - CHECK;
+    b[0..4] == MAGIC
+        && b[4] == VERSION
+        && b[5] == 0
+        && u16_at(b, 6) as usize == id.len()
+        && u32_at(b, 8) as usize == holder.len()
+        && u64_at(b, 12) == size
+        && u64_at(b, 20) == timestamp.to_bits()
+        && b[44..76] == sha[..]
+        && &b[FIXED..FIXED + id.len()] == id
+        && &b[FIXED + id.len()..body] == holder
+        && sha256(&b[..body])[..CHECK] == b[body..hlen]
+        && sha256(&b[hlen..]) == *sha
+}
+
 /// Parses the whole record at the start of `b` and checks its payload: the header and the
 /// payload bytes.
 pub(crate) fn parse(b: &[u8]) -> Result<(Header, &[u8]), Bad> {
@@ -232,6 +266,9 @@ mod tests {
         let mut buf = Vec::new();
         encode(&mut buf, &t, &sha256(&t.payload), 7, 2, 1);
         let (h, payload) = parse(&buf).unwrap();
+        let sha = sha256(&t.payload);
+        assert!(is_exactly(&buf, "id-1", "holder", t.timestamp, 13, &sha));
+        assert!(!is_exactly(&buf, "id-2", "holder", t.timestamp, 13, &sha));
         assert_eq!(h.tx_id, "id-1");
         assert_eq!(h.holder_id, "holder");
         assert_eq!(h.timestamp, t.timestamp);
@@ -242,6 +279,10 @@ mod tests {
             let mut bad = buf.clone();
             bad[i] ^= 0x01;
             assert!(parse(&bad).is_err(), "flip at byte {i} went unnoticed");
+            assert!(
+                !is_exactly(&bad, "id-1", "holder", t.timestamp, 13, &sha),
+                "flip at byte {i} passed the fast check"
+            );
         }
         for cut in 0..buf.len() {
             assert!(parse(&buf[..cut]).is_err(), "cut at {cut}");

@@ -424,10 +424,13 @@ impl Scan<'_> {
                 }
             };
             let mut from = 0u64;
+            let (mut count, mut bytes) = (0u64, 0u64);
             loop {
                 let rows = self.reader.rows_of_segment(seg.id, from, PAGE)?;
                 let Some(last) = rows.last() else { break };
                 from = last.off + 1;
+                count += rows.len() as u64;
+                bytes += rows.iter().map(Row::record_len).sum::<u64>();
                 self.report.rows_checked += rows.len() as u64;
                 let dir = self.dir;
                 let bad: Vec<Bad> = par_map(&rows, workers, |r| classify(dir, file.as_deref(), r))
@@ -439,7 +442,62 @@ impl Scan<'_> {
                     self.fix(bad)?;
                 }
             }
+            self.counters(&seg, count, bytes)?;
         }
+        Ok(())
+    }
+
+    /// A segment's live counters must match its rows (compaction and drops rely on them).
+    /// A mismatch loses nothing, but is reported, and set right by a real run.
+    fn counters(&mut self, seg: &SegRow, count: u64, bytes: u64) -> Result<()> {
+        if (seg.live_count, seg.live_bytes) == (count, bytes) {
+            return Ok(());
+        }
+        // Look again under the lock: a writer may have committed meanwhile.
+        let _g = hold(self.lock, self.dry_run)?;
+        let index = self.writer.unwrap_or(self.reader);
+        let Some(now) = index.segments()?.into_iter().find(|s| s.id == seg.id) else {
+            return Ok(());
+        };
+        let (count, bytes) = index
+            .conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(size + length(CAST(tx_id AS BLOB))
+                    + length(CAST(holder_id AS BLOB))), 0) FROM records WHERE seg = ?1",
+                [to_i64(seg.id)],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .map_err(|e| index.err("count a segment's rows", e))?;
+        let count = u64::try_from(count).unwrap_or(0);
+        let bytes =
+            u64::try_from(bytes).unwrap_or(0) + count * super::record::header_len(0, 0) as u64;
+        if (now.live_count, now.live_bytes) == (count, bytes) {
+            return Ok(());
+        }
+        let detail = format!(
+            "segment {} is accounted {} live record(s) of {} bytes; its rows are {count} of {bytes} bytes",
+            self.dir.path(seg.id).display(),
+            now.live_count,
+            now.live_bytes
+        );
+        let action = if self.dry_run {
+            "would set the counters right".to_owned()
+        } else {
+            match commit_fix(index, |ix| {
+                ix.conn
+                    .execute(
+                        "UPDATE segments SET live_count = ?2, live_bytes = ?3 WHERE id = ?1",
+                        params![to_i64(seg.id), to_i64(count), to_i64(bytes)],
+                    )
+                    .map(drop)
+            }) {
+                Ok(()) => "counters set right".to_owned(),
+                Err(e) => format!("left alone: {e}"),
+            }
+        };
+        self.report
+            .findings
+            .push(finding("", ProblemKind::Database, detail, action));
         Ok(())
     }
 

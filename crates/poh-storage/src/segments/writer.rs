@@ -23,7 +23,7 @@ use rusqlite::{OptionalExtension, params};
 use tracing::{debug, warn};
 
 use super::dir::SegDir;
-use super::index::{self, DROPPED, Index, OPEN, ROW_COLS, Row, SEALED, SegRow, to_i64};
+use super::index::{self, DROPPED, Index, OPEN, Row, SEALED, SegRow, to_i64};
 use super::reader::{self, Problem};
 use super::record;
 use crate::engine::EngineWriter;
@@ -303,30 +303,40 @@ impl EngineWriter for SegmentsWriter {
             //    come back when the segment is compacted or dropped.
             let remaining = limit.saturating_sub(ids.len());
             if remaining > 0 {
-                let rows: Vec<Row> = w
+                // Only what the accounting needs comes back: the id, where its record
+                // was, and the record's length (header + id + holder + payload bytes).
+                let rows: Vec<(String, u64, u64)> = w
                     .index
                     .conn
-                    .prepare_cached(&format!(
+                    .prepare_cached(
                         "DELETE FROM records WHERE tx_id IN (
                             SELECT tx_id FROM records
                             WHERE timestamp < ?1 AND (?2 - timestamp) > ?3
                             ORDER BY timestamp, tx_id LIMIT ?4)
-                         RETURNING {ROW_COLS}"
-                    ))
+                         RETURNING tx_id, seg,
+                            size + length(CAST(tx_id AS BLOB)) + length(CAST(holder_id AS BLOB))",
+                    )
                     .and_then(|mut s| {
-                        s.query_map(
-                            params![c, now, ttl, to_i64(remaining as u64)],
-                            index::row_from,
-                        )?
+                        s.query_map(params![c, now, ttl, to_i64(remaining as u64)], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                                u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                            ))
+                        })?
                         .collect::<rusqlite::Result<Vec<_>>>()
                     })
                     .map_err(|e| w.index.err("delete expired rows", e))?;
-                let mut deltas = HashMap::new();
-                for row in &rows {
-                    kill(&mut deltas, row);
+                let mut deltas: HashMap<u64, Delta> = HashMap::new();
+                for (_, seg, var) in &rows {
+                    let d = deltas.entry(*seg).or_default();
+                    let len = to_i64(record::header_len(0, 0) as u64 + var);
+                    d.live_count -= 1;
+                    d.live_bytes -= len;
+                    d.dead_bytes += len;
                 }
                 dropped.extend(w.apply_deltas(&deltas)?);
-                ids.extend(rows.into_iter().map(|r| r.tx_id));
+                ids.extend(rows.into_iter().map(|(id, _, _)| id));
             }
             let changed = !ids.is_empty() || !dropped.is_empty();
             Ok(((ids, dropped), changed))
