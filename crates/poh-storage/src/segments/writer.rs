@@ -341,6 +341,9 @@ impl EngineWriter for SegmentsWriter {
             let changed = !ids.is_empty() || !dropped.is_empty();
             Ok(((ids, dropped), changed))
         })?;
+        if !dropped.is_empty() {
+            self.cache.compaction = None;
+        }
         self.after_commit(&dropped, true)?;
         Ok(ids)
     }
@@ -397,7 +400,14 @@ impl SegmentsWriter {
 
     /// Applies per-segment changes; returns the segments left without a live record (and
     /// with committed bytes), now marked dropped.
-    fn apply_deltas(&self, deltas: &HashMap<u64, Delta>) -> Result<Vec<u64>> {
+    fn apply_deltas(&mut self, deltas: &HashMap<u64, Delta>) -> Result<Vec<u64>> {
+        if deltas
+            .values()
+            .any(|d| d.dead_bytes > 0 || d.live_count < 0)
+        {
+            // Dead bytes grew: the segment to compact next may have changed.
+            self.cache.compaction = None;
+        }
         let mut dropped = Vec::new();
         let mut segs: Vec<(&u64, &Delta)> = deltas.iter().collect();
         segs.sort_by_key(|(s, _)| **s);
@@ -469,7 +479,6 @@ impl SegmentsWriter {
             .map_err(|e| self.index.err("commit", e))?;
         self.to_purge.clear();
         self.cache.generation += 1;
-        self.cache.compaction = None;
         Ok(())
     }
 
@@ -951,6 +960,7 @@ impl SegmentsWriter {
                 };
                 Ok((d, true))
             })?;
+            self.cache.compaction = None;
             return self.after_commit(&dropped, false);
         }
         let src_path = self.dir.path(src.id);
