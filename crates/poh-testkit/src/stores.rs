@@ -20,6 +20,12 @@ pub fn layout_from_env() -> Layout {
     }
 }
 
+/// True when new test stores are flat-file ones (payloads are `<base>/<id>.bin` files, so
+/// a test may look at them); false for segments stores.
+pub fn flat_files() -> bool {
+    layout_from_env() == Layout::Files
+}
+
 /// Options creating a store of [`layout_from_env`].
 pub fn env_options() -> OpenOptions {
     OpenOptions {
@@ -97,7 +103,7 @@ pub async fn ids(sm: &StorageManager) -> BTreeSet<String> {
     }
 }
 
-/// The payload file of `id`.
+/// The payload file of `id` (in a flat-file store; a segments store has none).
 pub fn payload_path(base: &Path, id: &str) -> PathBuf {
     base.join(format!("{id}.bin"))
 }
