@@ -7,15 +7,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::sim::SimStore;
-use poh_storage::{Layout, MetaRow, StorageError, StorageManager, Tx, TxId};
+use poh_storage::{MetaRow, StorageError, StorageManager, Tx, TxId};
 use poh_testkit::sim::{Fault, Loss, Op};
 
 const NOW: f64 = 1000.0;
 const TTL: f64 = 100.0;
-
-/// Both engines run every test (segments with 100 s windows, so the workload spreads over
-/// several segments: whole-segment expiry, drops and compaction happen in it).
-const LAYOUTS: [Layout; 2] = [Layout::Files, Layout::Segments];
 
 /// One step of the workload.
 #[derive(Clone)]
@@ -227,8 +223,8 @@ async fn check(s: &SimStore, steps: &[Step], results: &[Result<Ack, StorageError
 }
 
 /// Opens a fresh simulated store and counts the file operations of the workload.
-async fn count_ops(layout: Layout) -> u64 {
-    let s = SimStore::with_layout(layout);
+async fn count_ops() -> u64 {
+    let s = SimStore::new();
     let sm = s.open().await.expect("open");
     let before = s.sim.ops();
     let steps = workload();
@@ -240,19 +236,13 @@ async fn count_ops(layout: Layout) -> u64 {
     }
     let n = s.sim.ops() - before;
     sm.close().await.expect("close");
-    check(&s, &steps, &results, &format!("{layout}: no faults")).await;
+    check(&s, &steps, &results, "no faults").await;
     n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_injected_error_keeps_acknowledged_data() {
-    for layout in LAYOUTS {
-        injected_errors(layout).await;
-    }
-}
-
-async fn injected_errors(layout: Layout) {
-    let total = count_ops(layout).await;
+    let total = count_ops().await;
     let steps = workload();
     let mut points = 0u64;
     for (errno, persist) in [
@@ -262,7 +252,7 @@ async fn injected_errors(layout: Layout) {
         (libc::EIO, true),
     ] {
         for n in 1..=total {
-            let s = SimStore::with_layout(layout);
+            let s = SimStore::new();
             let sm = s.open().await.unwrap();
             let mut fault = Fault::nth(n, errno);
             if persist {
@@ -276,8 +266,7 @@ async fn injected_errors(layout: Layout) {
                 let r = run_step(&sm, step).await;
                 let failed_now = s.sim.failed();
                 let hit = &failed_now[failed_before..];
-                let ctx =
-                    format!("{layout}: errno {errno} at op {n} (persist {persist}), step {i}");
+                let ctx = format!("errno {errno} at op {n} (persist {persist}), step {i}");
                 if matches!(step, Step::Save(_) | Step::Batch(_)) && !hit.is_empty() {
                     assert!(r.is_err(), "{ctx}: a save acknowledged despite {hit:?}");
                 }
@@ -303,25 +292,21 @@ async fn injected_errors(layout: Layout) {
                 &s,
                 &steps,
                 &results,
-                &format!("{layout}: errno {errno} at op {n} (persist {persist})"),
+                &format!("errno {errno} at op {n} (persist {persist})"),
             )
             .await;
             points += 1;
         }
     }
     eprintln!(
-        "{layout}: fault points tested: {points} ({total} operations x 3 errnos, + fail-from-N with EIO)"
+        "fault points tested: {points} ({total} operations x 3 errnos, + fail-from-N with EIO)"
     );
 }
 
 /// Runs the workload on a fresh store with the power going off after `n` file
 /// operations, then cuts the power. Returns the store and the answers of the steps that ran.
-async fn crash_after(
-    layout: Layout,
-    n: u64,
-    loss: Loss,
-) -> (SimStore, Vec<Result<Ack, StorageError>>) {
-    let s = SimStore::with_layout(layout);
+async fn crash_after(n: u64, loss: Loss) -> (SimStore, Vec<Result<Ack, StorageError>>) {
+    let s = SimStore::new();
     let sm = s.open().await.expect("open");
     s.sim.halt_after(n);
     let mut results = Vec::new();
@@ -338,25 +323,19 @@ async fn crash_after(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_after_every_operation_keeps_acknowledged_data() {
-    for layout in LAYOUTS {
-        power_losses(layout).await;
-    }
-}
-
-async fn power_losses(layout: Layout) {
-    let total = count_ops(layout).await;
+    let total = count_ops().await;
     let steps = workload();
     let mut points = 0u64;
     for loss in [Loss::Clean, Loss::Torn] {
         for n in 0..=total {
-            let (s, results) = crash_after(layout, n, loss).await;
-            let ctx = format!("{layout}: power loss ({loss:?}) after op {n}");
+            let (s, results) = crash_after(n, loss).await;
+            let ctx = format!("power loss ({loss:?}) after op {n}");
             check(&s, &steps[..results.len()], &results, &ctx).await;
             points += 1;
         }
     }
     eprintln!(
-        "{layout}: power-loss points tested: {points} (after each of {total} operations and before the first, clean and torn)"
+        "power-loss points tested: {points} (after each of {total} operations and before the first, clean and torn)"
     );
 }
 
@@ -364,18 +343,12 @@ async fn power_losses(layout: Layout) {
 /// loses nothing either: repair and recover are safe to interrupt and run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_during_recovery_keeps_acknowledged_data() {
-    for layout in LAYOUTS {
-        failures_during_recovery(layout).await;
-    }
-}
-
-async fn failures_during_recovery(layout: Layout) {
-    let total = count_ops(layout).await;
+    let total = count_ops().await;
     let steps = workload();
     let (mut cuts, mut errors, mut states) = (0u64, 0u64, 0u64);
     for n in 0..=total {
         // Measure the recovery of this state; skip states it leaves as they are.
-        let (s, results) = crash_after(layout, n, Loss::Clean).await;
+        let (s, results) = crash_after(n, Loss::Clean).await;
         let saved = s.save_state();
         let before = (common::snapshot::sim_snapshot(&s.sim, &s.base), s.sim.ops());
         let sm = s.open().await.expect("reopen");
@@ -402,12 +375,12 @@ async fn failures_during_recovery(layout: Layout) {
                 let ctx = if cut {
                     s.sim.power_loss();
                     cuts += 1;
-                    format!("{layout}: power loss after op {n}, then after op {m} of recovery")
+                    format!("power loss after op {n}, then after op {m} of recovery")
                 } else {
                     s.sim.clear_faults();
                     errors += 1;
                     format!(
-                        "{layout}: power loss after op {n}, then EIO at op {} of recovery",
+                        "power loss after op {n}, then EIO at op {} of recovery",
                         m + 1
                     )
                 };
@@ -416,28 +389,21 @@ async fn failures_during_recovery(layout: Layout) {
         }
     }
     eprintln!(
-        "{layout}: recovery interrupted at {cuts} points by a power cut and at {errors} by EIO \
+        "recovery interrupted at {cuts} points by a power cut and at {errors} by EIO \
          (every operation of recovering the {states} crash states that need repair)"
     );
 }
 
 #[tokio::test]
 async fn failed_fsync_poisons_the_store_until_reopened() {
-    for (layout, op) in [
-        (Layout::Files, Op::SyncFile),
-        (Layout::Files, Op::SyncDir),
-        (Layout::Segments, Op::SyncData),
-        (Layout::Segments, Op::SyncDir),
-    ] {
-        let s = SimStore::with_layout(layout);
+    for op in [Op::SyncFile, Op::SyncDir] {
+        let s = SimStore::new();
         let sm = s.open().await.unwrap();
         sm.save(tx("a", 1.0, b"first")).await.unwrap();
         s.sim.inject(Fault::nth(1, libc::EIO).only(op));
-        // In another time window: a segments store creates a segment (and syncs its
-        // directory) for it.
-        let err = sm.save(tx("b", 250.0, b"second")).await.unwrap_err();
+        let err = sm.save(tx("b", 2.0, b"second")).await.unwrap_err();
         assert!(matches!(err, StorageError::Io { .. }), "{op:?}: {err}");
-        assert!(err.to_string().contains("sync"), "{op:?}: {err}");
+        assert!(err.to_string().contains("fsync"), "{op:?}: {err}");
         s.sim.clear_faults();
 
         // Every write is refused now, though the file system works again.

@@ -13,10 +13,10 @@
 //! - [`recover`]: recovery and verification.
 //! - [`names`]: the paths the store manages, refused as a database or an output.
 
-pub(crate) mod lock;
-pub(crate) mod meta;
+mod lock;
+mod meta;
 pub(crate) mod names;
-pub(crate) mod payload;
+mod payload;
 mod reader;
 mod recover;
 mod writer;
@@ -119,10 +119,6 @@ impl Engine for FilesEngine {
 
     fn location(&self) -> String {
         self.backend.location().display().to_string()
-    }
-
-    fn layout(&self) -> crate::layout::Layout {
-        crate::layout::Layout::Files
     }
 
     fn writer(&self, poison: Poison, repair: bool) -> Result<Box<dyn EngineWriter>> {
