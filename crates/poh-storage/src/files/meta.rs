@@ -160,15 +160,21 @@ impl SqliteBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             _ => return Ok(()),
         }
-        // Not O_EXCL: like SQLite, follow a link at the path to the file it names.
-        let file = std::fs::OpenOptions::new()
+        // O_EXCL: this descriptor must be the file's only one in the process. Closing any
+        // descriptor of a database drops every POSIX lock the process holds on it, SQLite's
+        // included; a file this call creates has no SQLite connection yet. (A file created
+        // meanwhile by someone else is theirs: SQLite opens it as it is.)
+        let file = match std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(false)
+            .create_new(true)
             .mode(self.mode)
             .custom_flags(libc::O_CLOEXEC)
             .open(&self.path)
-            .map_err(|e| self.err("create", e))?;
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(self.err("create", e)),
+        };
         // Only a file this open created (empty) gets the mode; not one another process
         // created and filled meanwhile.
         if file.metadata().is_ok_and(|m| m.len() == 0) {
@@ -263,29 +269,42 @@ fn is_access_error(e: &rusqlite::Error) -> bool {
 }
 
 /// ` (<reason>)` when the operating system knows why SQLite failed where SQLite's own
-/// message does not say: the database file cannot be opened for writing ("Read-only file
-/// system", "Permission denied"), or its file system has (almost) no space left — SQLite
-/// reports a full disk met while growing its WAL index only as "disk I/O error". Empty
-/// otherwise.
+/// message does not say: a dead device ("Input/output error", where SQLite may even say
+/// "database disk image is malformed"), a read-only mount, a database file this process
+/// may not write ("Permission denied"), or (almost) no space left — SQLite reports a full
+/// disk met while growing its WAL index only as "disk I/O error". Empty otherwise.
+///
+/// It never opens the database file itself: closing any descriptor of a database drops
+/// every POSIX lock the process holds on it, SQLite's included, which would let another
+/// process checkpoint or reset a WAL this one is still writing. It looks at the directory
+/// (opened read-only and fsynced, which
+/// reaches a dead device) and asks `statvfs` and `access` instead.
 fn os_reason(path: &Path) -> String {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        return format!(" ({e})");
-    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    match rustix::fs::statvfs(dir) {
-        Ok(st) if st.f_bfree.saturating_mul(st.f_frsize) < LOW_SPACE => format!(
-            " (No space left on device: the file system of {} has {} bytes free)",
-            dir.display(),
-            st.f_bfree.saturating_mul(st.f_frsize)
-        ),
+    if let Ok(st) = rustix::fs::statvfs(dir) {
+        if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+            return format!(
+                " (Read-only file system: {} is mounted read-only)",
+                dir.display()
+            );
+        }
+        let free = st.f_bfree.saturating_mul(st.f_frsize);
+        if free < LOW_SPACE {
+            return format!(
+                " (No space left on device: the file system of {} has {free} bytes free)",
+                dir.display()
+            );
+        }
+    }
+    // A dead device: fsync of the directory reaches the device (a cached open would not).
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        return format!(" ({e})");
+    }
+    match rustix::fs::access(path, rustix::fs::Access::WRITE_OK) {
+        Err(e) if e != rustix::io::Errno::NOENT => format!(" ({})", std::io::Error::from(e)),
         _ => String::new(),
     }
 }
