@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p poh-bench -- --n 10000,100000 --size 1024 --markdown bench.md
+//! cargo run --release -p poh-bench -- --layout files,segments --n 100000
 //! ```
 //!
 //! Phases per N: durable single saves, batched saves, concurrent single saves, load+verify
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use poh_storage::{StorageManager, Tx, TxId};
+use poh_storage::{Layout, StorageManager, Tx, TxId};
 use poh_ttl::{ManualClock, ScanMode, TtlManager};
 use serde::Serialize;
 
@@ -50,6 +51,14 @@ struct Args {
     /// Txs per `save_batch` call.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Store layouts to run, comma-separated (`files`, `segments`): each N runs once per
+    /// layout, in the same run, so the figures compare directly.
+    #[arg(long, value_delimiter = ',', default_value = "files")]
+    layout: Vec<Layout>,
+    /// Also run the peers on the same txs and phases: `sqlite` (the payload as a BLOB in
+    /// one SQLite table, WAL, synchronous=FULL).
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
     /// Write the results as a Markdown table to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -60,6 +69,7 @@ struct Args {
 
 #[derive(Debug, Serialize, Clone)]
 struct Row {
+    layout: String,
     n: usize,
     phase: String,
     ops: u64,
@@ -337,6 +347,8 @@ fn measure_limits_once(dir: &Path, size: usize) -> Result<Limits> {
 
 struct Phase {
     start: Instant,
+    /// Time inside the phase spent on the benchmark's own work, not counted.
+    excluded: Duration,
 }
 
 impl Phase {
@@ -344,7 +356,12 @@ impl Phase {
         reset_peak_rss();
         Self {
             start: Instant::now(),
+            excluded: Duration::ZERO,
         }
+    }
+
+    fn exclude(&mut self, d: Duration) {
+        self.excluded += d;
     }
 
     fn end(
@@ -355,8 +372,9 @@ impl Phase {
         limit: Option<f64>,
         note: impl Into<String>,
     ) -> Row {
-        let elapsed = self.start.elapsed();
+        let elapsed = self.start.elapsed().saturating_sub(self.excluded);
         let row = Row {
+            layout: String::new(),
             n,
             phase: name.into(),
             ops,
@@ -379,13 +397,59 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-async fn run_n(args: &Args, root: &Path, n: usize, limits: &Limits) -> Result<Vec<Row>> {
-    let dir = root.join(format!("store-{n}"));
+/// Bytes a directory tree takes on disk (allocated blocks), and its files' lengths.
+fn disk_usage(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut alloc = 0;
+    let mut apparent = 0;
+    let Ok(rd) = fs::read_dir(path) else {
+        return (0, 0);
+    };
+    for e in rd.flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            let (a, b) = disk_usage(&e.path());
+            alloc += a;
+            apparent += b;
+        } else {
+            alloc += m.blocks() * 512;
+            apparent += m.len();
+        }
+    }
+    (alloc, apparent)
+}
+
+async fn run_n(
+    args: &Args,
+    root: &Path,
+    n: usize,
+    limits: &Limits,
+    layout: Layout,
+) -> Result<Vec<Row>> {
+    let mut rows = run_phases(args, root, n, limits, layout).await?;
+    for r in &mut rows {
+        r.layout = layout.to_string();
+    }
+    Ok(rows)
+}
+
+async fn run_phases(
+    args: &Args,
+    root: &Path,
+    n: usize,
+    limits: &Limits,
+    layout: Layout,
+) -> Result<Vec<Row>> {
+    let dir = root.join(format!("store-{layout}-{n}"));
     let base = dir.join("data");
-    let sm = StorageManager::open(&base, base.join("poh.db")).await?;
+    let opts = poh_storage::OpenOptions {
+        layout: Some(layout),
+        ..poh_storage::OpenOptions::default()
+    };
+    let sm = StorageManager::open_with(&base, base.join("poh.db"), opts).await?;
     let size = args.size;
     let mut rows = Vec::new();
-    eprintln!("N = {n}");
+    eprintln!("N = {n}, layout {layout}");
 
     // 1. one durable save at a time
     let single = n.min(args.single);
@@ -401,14 +465,17 @@ async fn run_n(args: &Args, root: &Path, n: usize, limits: &Limits) -> Result<Ve
         "limit: durable file create + one durable SQLite commit",
     ));
 
-    // 2. batched saves: fills the store with N txs
-    let p = Phase::start();
+    // 2. batched saves: fills the store with N txs. Only the save_batch calls are timed:
+    //    making the txs (payload bytes from a PRNG) is the benchmark's work, not the store's.
+    let mut p = Phase::start();
     let mut i = 0;
     while i < n {
         let end = (i + args.batch).min(n);
+        let made = Instant::now();
         let txs = (i..end)
             .map(|j| tx("b", j, size))
             .collect::<Result<Vec<_>>>()?;
+        p.exclude(made.elapsed());
         sm.save_batch(txs).await?;
         i = end;
     }
@@ -451,6 +518,34 @@ async fn run_n(args: &Args, root: &Path, n: usize, limits: &Limits) -> Result<Ve
         Some(limits.durable_files_batched_per_s),
         format!("{} callers; limit as for save_batch", args.concurrency),
     ));
+
+    // Disk use of everything saved so far, against the bytes of what it holds.
+    {
+        sm.close().await?;
+        let (alloc, apparent) = disk_usage(&base);
+        let stored = (single + n + total) as u64;
+        let id_len = 9u64; // "b00000000"
+        let useful = stored * (size as u64 + id_len + "bench-holder".len() as u64 + 32);
+        let note = format!(
+            "{:.0} B/tx allocated, {:.0} B/tx apparent; {:.2}x the bytes of payloads + ids + holders + hashes",
+            alloc as f64 / stored as f64,
+            apparent as f64 / stored as f64,
+            alloc as f64 / useful as f64
+        );
+        eprintln!("  disk                   {note}");
+        rows.push(Row {
+            layout: String::new(),
+            n,
+            phase: "disk".into(),
+            ops: stored,
+            elapsed_s: 0.0,
+            ops_per_s: 0.0,
+            peak_rss_mib: 0.0,
+            limit_ops_per_s: None,
+            note,
+        });
+    }
+    let sm = StorageManager::open(&base, base.join("poh.db")).await?;
 
     // 4. loads with verification
     // Ids are made chunk by chunk, so the benchmark's own memory does not grow with N.
@@ -549,6 +644,7 @@ async fn run_n(args: &Args, root: &Path, n: usize, limits: &Limits) -> Result<Ve
     }
     let med = median(times);
     rows.push(Row {
+        layout: String::new(),
         n,
         phase: "ttl scan (none expired)".into(),
         ops: 1,
@@ -604,6 +700,213 @@ async fn run_n(args: &Args, root: &Path, n: usize, limits: &Limits) -> Result<Ve
     Ok(rows)
 }
 
+/// The SQLite-BLOB peer: what a user might pick instead — one table holding the payload
+/// as a BLOB beside its fields, WAL, `synchronous=FULL` (the same durability), the same
+/// txs and phases, one connection on this thread.
+fn run_sqlite_peer(args: &Args, root: &Path, n: usize) -> Result<Vec<Row>> {
+    use sha2::Digest as _;
+    let dir = root.join(format!("peer-sqlite-{n}"));
+    fs::create_dir_all(&dir)?;
+    let path = dir.join("blobs.db");
+    let mut conn = rusqlite::Connection::open(&path)?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL;
+         CREATE TABLE txs (tx_id TEXT PRIMARY KEY, holder_id TEXT NOT NULL,
+            timestamp REAL NOT NULL, hash BLOB NOT NULL, payload BLOB NOT NULL);
+         CREATE INDEX txs_ts ON txs(timestamp, tx_id);",
+    )?;
+    let size = args.size;
+    let insert = "INSERT OR REPLACE INTO txs VALUES (?1, ?2, ?3, ?4, ?5)";
+    let put = |c: &rusqlite::Connection, t: &Tx| -> Result<()> {
+        let hash: [u8; 32] = sha2::Sha256::digest(&t.payload).into();
+        c.prepare_cached(insert)?.execute(rusqlite::params![
+            t.tx_id.as_str(),
+            t.holder_id,
+            t.timestamp,
+            &hash[..],
+            t.payload
+        ])?;
+        Ok(())
+    };
+    let mut rows = Vec::new();
+    eprintln!("N = {n}, peer sqlite-blob");
+
+    let single = n.min(args.single);
+    let p = Phase::start();
+    for i in 0..single {
+        put(&conn, &tx("s", i, size)?)?;
+    }
+    rows.push(p.end(
+        n,
+        "save (one at a time)",
+        single as u64,
+        None,
+        "one durable commit each",
+    ));
+
+    let mut p = Phase::start();
+    let mut i = 0;
+    while i < n {
+        let end = (i + args.batch).min(n);
+        let made = Instant::now();
+        let txs = (i..end)
+            .map(|j| tx("b", j, size))
+            .collect::<Result<Vec<_>>>()?;
+        p.exclude(made.elapsed());
+        let t = conn.transaction()?;
+        for x in &txs {
+            put(&t, x)?;
+        }
+        t.commit()?;
+        i = end;
+    }
+    rows.push(p.end(
+        n,
+        "save_batch",
+        n as u64,
+        None,
+        format!("{} per transaction", args.batch),
+    ));
+
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    let (alloc, apparent) = disk_usage(&dir);
+    let stored = (single + n) as u64;
+    let useful = stored * (size as u64 + 9 + "bench-holder".len() as u64 + 32);
+    rows.push(Row {
+        layout: String::new(),
+        n,
+        phase: "disk".into(),
+        ops: stored,
+        elapsed_s: 0.0,
+        ops_per_s: 0.0,
+        peak_rss_mib: 0.0,
+        limit_ops_per_s: None,
+        note: format!(
+            "{:.0} B/tx allocated, {:.0} B/tx apparent; {:.2}x the bytes of payloads + ids + holders + hashes",
+            alloc as f64 / stored as f64,
+            apparent as f64 / stored as f64,
+            alloc as f64 / useful as f64
+        ),
+    });
+
+    for pass in ["load_many (first pass)", "load_many (warm)"] {
+        let p = Phase::start();
+        let mut st = conn.prepare_cached("SELECT hash, payload FROM txs WHERE tx_id = ?1")?;
+        for i in 0..n {
+            let id = format!("b{i:08}");
+            let (hash, payload): (Vec<u8>, Vec<u8>) =
+                st.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let got: [u8; 32] = sha2::Sha256::digest(&payload).into();
+            anyhow::ensure!(got[..] == hash[..], "peer payload {id} fails its hash");
+        }
+        drop(st);
+        rows.push(p.end(n, pass, n as u64, None, "one SELECT + SHA-256 per tx"));
+    }
+
+    let cutoff = T0 + (stored as f64 / 10.0).floor();
+    let p = Phase::start();
+    let mut expired = 0u64;
+    loop {
+        let t = conn.transaction()?;
+        let k = t.execute(
+            "DELETE FROM txs WHERE tx_id IN (SELECT tx_id FROM txs WHERE timestamp < ?1
+                ORDER BY timestamp, tx_id LIMIT 1000)",
+            [cutoff],
+        )?;
+        t.commit()?;
+        expired += k as u64;
+        if k < 1000 {
+            break;
+        }
+    }
+    rows.push(p.end(
+        n,
+        "ttl scan (10% expired)",
+        expired,
+        None,
+        "batches of 1000",
+    ));
+    for r in &mut rows {
+        r.layout = "sqlite-blob".into();
+    }
+    Ok(rows)
+}
+
+/// Each phase's ops/s per layout side by side, and segments' ratio to each other one.
+fn comparison(report: &Report) -> String {
+    let phases = [
+        "save (one at a time)",
+        "save_batch",
+        "save (concurrent)",
+        "load_many (first pass)",
+        "load_many (warm)",
+        "ttl scan (10% expired)",
+        "disk",
+    ];
+    let mut layouts: Vec<&str> = Vec::new();
+    for r in &report.rows {
+        if !layouts.contains(&r.layout.as_str()) {
+            layouts.push(&r.layout);
+        }
+    }
+    if layouts.len() < 2 {
+        return String::new();
+    }
+    let mut s =
+        String::from("\nSide by side (ops/s; disk: allocated bytes per tx):\n\n| N | phase |");
+    for l in &layouts {
+        s.push_str(&format!(" {l} |"));
+    }
+    for l in layouts.iter().filter(|l| **l != "segments") {
+        s.push_str(&format!(" segments / {l} |"));
+    }
+    s.push('\n');
+    s.push_str(&"|---".repeat(2 + layouts.len() * 2 - 1));
+    s.push_str("|\n");
+    let mut ns: Vec<usize> = report.rows.iter().map(|r| r.n).collect();
+    ns.dedup();
+    for n in ns {
+        for ph in phases {
+            let value = |l: &str| -> Option<f64> {
+                let r = report
+                    .rows
+                    .iter()
+                    .find(|r| r.n == n && r.phase == ph && r.layout == l)?;
+                if ph == "disk" {
+                    r.note
+                        .split(" B/tx")
+                        .next()
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                } else {
+                    Some(r.ops_per_s)
+                }
+            };
+            if layouts.iter().all(|l| value(l).is_none()) {
+                continue;
+            }
+            s.push_str(&format!("| {n} | {ph} |"));
+            for l in &layouts {
+                s.push_str(&value(l).map_or(" – |".into(), |v| format!(" {v:.0} |")));
+            }
+            let seg = value("segments");
+            for l in layouts.iter().filter(|l| **l != "segments") {
+                let cell = match (seg, value(l)) {
+                    // For disk, smaller is better: the ratio says how many times less.
+                    (Some(a), Some(b)) if ph == "disk" && a > 0.0 => {
+                        format!(" {:.2}x less |", b / a)
+                    }
+                    (Some(a), Some(b)) if b > 0.0 => format!(" {:.2}x |", a / b),
+                    _ => " – |".into(),
+                };
+                s.push_str(&cell);
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
 fn markdown(report: &Report) -> String {
     let mut s = format!(
         "Machine: {}. Payload: {} bytes.\n\nMachine limits, measured right before each N's phases:\n\n",
@@ -626,8 +929,8 @@ fn markdown(report: &Report) -> String {
         ));
     }
     s.push('\n');
-    s.push_str("| N | phase | ops | elapsed | ops/s | peak RSS | vs limit | note |\n");
-    s.push_str("|---:|---|---:|---:|---:|---:|---:|---|\n");
+    s.push_str("| layout | N | phase | ops | elapsed | ops/s | peak RSS | vs limit | note |\n");
+    s.push_str("|---|---:|---|---:|---:|---:|---:|---:|---|\n");
     for r in &report.rows {
         let elapsed = if r.elapsed_s < 0.1 {
             format!("{:.2} ms", r.elapsed_s * 1e3)
@@ -638,16 +941,24 @@ fn markdown(report: &Report) -> String {
             .limit_ops_per_s
             .map_or(String::new(), |l| format!("{:.2}x", r.ops_per_s / l));
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {:.1} MiB | {} | {} |\n",
-            r.n, r.phase, r.ops, elapsed, r.ops_per_s, r.peak_rss_mib, ratio, r.note
+            "| {} | {} | {} | {} | {} | {:.0} | {:.1} MiB | {} | {} |\n",
+            r.layout, r.n, r.phase, r.ops, elapsed, r.ops_per_s, r.peak_rss_mib, ratio, r.note
         ));
     }
+    s.push_str(&comparison(report));
     s
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // RUST_LOG=poh_storage=debug shows, per group commit, where its time went.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     anyhow::ensure!(
         args.batch > 0 && args.concurrency > 0,
         "--batch and --concurrency must be > 0"
@@ -663,7 +974,15 @@ async fn main() -> Result<()> {
         eprintln!("measuring machine limits in {}", root.path().display());
         let limits = measure_limits(root.path(), args.size)?;
         eprintln!("{limits:#?}");
-        rows.extend(run_n(&args, root.path(), n, &limits).await?);
+        for &layout in &args.layout {
+            rows.extend(run_n(&args, root.path(), n, &limits, layout).await?);
+        }
+        for peer in &args.peers {
+            match peer.as_str() {
+                "sqlite" => rows.extend(run_sqlite_peer(&args, root.path(), n)?),
+                other => anyhow::bail!("unknown peer {other:?} (known: sqlite)"),
+            }
+        }
         all_limits.push((n, limits));
     }
     let report = Report {

@@ -7,7 +7,7 @@
 //! |------|---------------|-----------|
 //! | 0 | success | success |
 //! | 1 | any other failure: I/O, database, no store, not a store, lock timeout, ... | the pass or the daemon failed |
-//! | 2 | usage error or bad input: flags, tx JSON, tx_id, import line, a path onto the store's own files | bad arguments, a path onto the store's own files |
+//! | 2 | usage error or bad input: flags, tx JSON, tx_id, import line, a path onto the store's own files, a --layout or --segment-window the store was not created with | bad arguments, a path onto the store's own files, a layout mismatch |
 //! | 3 | the tx does not exist (`load`, `delete`) | no store at the given location |
 //! | 4 | integrity problem: `load` of a corrupt or missing payload; `verify` found problems | — |
 
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use poh_storage::{OpenOptions, StorageError, error_chain};
+use poh_storage::{Layout, OpenOptions, StorageError, error_chain};
 use poh_types::{JsonError, TxError, TxIdError};
 
 /// Exit status: success.
@@ -68,6 +68,22 @@ pub struct StoreLocation {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub group_readable: bool,
+    /// Layout of a store this command creates: `files` (one file per payload, the
+    /// default) or `segments` (append-only time-windowed segment files). An existing store
+    /// always opens with the layout recorded in it; naming another one is refused (exit 2).
+    #[arg(long, global = true, env = "POH_LAYOUT", value_name = "LAYOUT")]
+    pub layout: Option<Layout>,
+    /// Width of the time window each segment of a new `segments` store holds: seconds or
+    /// a duration with a unit (1h, 10m) [default: 1h]. Recorded at creation; naming
+    /// another width for an existing store is refused (exit 2).
+    #[arg(
+        long,
+        global = true,
+        env = "POH_SEGMENT_WINDOW",
+        value_name = "DURATION",
+        value_parser = poh_ttl::parse_duration
+    )]
+    pub segment_window: Option<Duration>,
 }
 
 /// How log messages (and the final error) are written to stderr.
@@ -122,6 +138,8 @@ impl StoreLocation {
             read_only: access == Access::Read,
             group_readable: self.group_readable,
             lock_timeout: self.lock_timeout,
+            layout: self.layout,
+            segment_window: self.segment_window,
             ..OpenOptions::default()
         }
     }
@@ -171,7 +189,9 @@ pub fn exit_code(err: &anyhow::Error, no_store: u8) -> u8 {
                 StorageError::Integrity { .. } | StorageError::PayloadMissing { .. } => {
                     return EXIT_INTEGRITY;
                 }
-                StorageError::Invalid(_) | StorageError::BadPath { .. } => return EXIT_USAGE,
+                StorageError::Invalid(_)
+                | StorageError::BadPath { .. }
+                | StorageError::LayoutMismatch { .. } => return EXIT_USAGE,
                 StorageError::NotFound { .. } => return no_store,
                 _ => {}
             }

@@ -37,6 +37,8 @@ fn cmd(s: &Scratch, env: &[(&str, &str)], args: &[&str]) -> Command {
         "POH_DB",
         "POH_MAX_PAYLOAD",
         "POH_GROUP_READABLE",
+        "POH_LAYOUT",
+        "POH_SEGMENT_WINDOW",
         "RUST_LOG",
     ] {
         c.env_remove(var);
@@ -414,4 +416,99 @@ async fn the_library_opens_private_stores_and_refuses_writable_bases() {
         .expect("a read-only handle opens it");
     assert!(sm.list_page(None, 10).await.expect("list").rows.is_empty());
     sm.close().await.expect("close");
+}
+
+/// A segments store's life under `umask 000`: everything it creates (the layout record,
+/// `segments/` and its files, the database and its side files, quarantined records and
+/// notes) gets exactly the store's modes; a `segments/` others can write to is refused.
+#[test]
+fn a_segments_store_is_private_whatever_the_umask() {
+    for (flags, dir, file) in [
+        (vec!["--layout", "segments"], 0o700, 0o600),
+        (
+            vec!["--layout", "segments", "--group-readable"],
+            0o750,
+            0o640,
+        ),
+    ] {
+        let s = Scratch::new();
+        let base = s.base();
+        let with = |args: &[&str]| -> Vec<String> {
+            flags.iter().chain(args).map(|a| a.to_string()).collect()
+        };
+        let run_ok = |args: &[&str]| {
+            let argv = with(args);
+            ok(
+                &s,
+                &[],
+                &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        };
+        let mut seen = BTreeMap::new();
+        run_ok(&["init"]);
+        record(&base, &mut seen);
+        for (id, ts) in [("a", 1.0), ("b", 7200.0), ("a", 2.0)] {
+            run_ok(&["save", "--tx", &tx_json(id, ts, b"payload")]);
+            record(&base, &mut seen);
+        }
+        // A flipped byte in a's record: recover quarantines it with a note.
+        let seg = std::fs::read_dir(base.join("segments"))
+            .expect("segments")
+            .map(|e| e.expect("entry").path())
+            .min()
+            .expect("a segment");
+        let mut data = std::fs::read(&seg).expect("read segment");
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&f, &data[last..], last as u64).expect("flip");
+        run_ok(&["recover"]);
+        record(&base, &mut seen);
+        let wrong: Vec<String> = seen
+            .iter()
+            .filter(|(_, (is_dir, m))| *m != if *is_dir { dir } else { file })
+            .map(|(name, (_, m))| format!("{name:?} {m:o}"))
+            .collect();
+        assert!(wrong.is_empty(), "{flags:?}: wrong modes: {wrong:?}");
+        for name in [
+            "",
+            ".poh-layout",
+            ".poh.lock",
+            "segments",
+            "poh.db",
+            ".quarantine",
+        ] {
+            assert!(
+                seen.contains_key(name),
+                "{flags:?}: never saw {name:?}: {seen:?}"
+            );
+        }
+        assert!(
+            seen.keys()
+                .any(|k| k.starts_with("segments/") && k.ends_with(".seg"))
+        );
+        assert!(
+            seen.keys()
+                .any(|k| k.starts_with(".quarantine/") && k.ends_with(".json"))
+        );
+
+        // Others able to write to segments/: writes refused naming it, reads go on.
+        set_mode(&base.join("segments"), 0o777);
+        let argv = with(&["save", "--tx", &tx_json("c", 1.0, b"x")]);
+        let out = run(
+            &s,
+            &[],
+            &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("segments") && err.contains("writable by other users"),
+            "{err}"
+        );
+        run_ok(&["list"]);
+    }
 }

@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{Rng, bin, lines_of, now, signal};
-use poh_storage::{OpenOptions, ProblemKind, StorageManager, Tx, TxId};
+use poh_storage::{Layout, OpenOptions, ProblemKind, StorageManager, Tx, TxId};
 
 /// Only a safety net against a hung child; the test waits on its output, never on time.
 const SAFETY: Duration = Duration::from_secs(120);
@@ -164,6 +164,7 @@ fn spawn_import(base: &Path, db: &Path, batch_size: usize, input: &[Tx]) -> Proc
         .arg("-")
         .env_remove("POH_BASE")
         .env_remove("POH_DB")
+        .env_remove("POH_LAYOUT")
         .env_remove("POH_MAX_PAYLOAD")
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
@@ -200,6 +201,7 @@ fn spawn_scan(base: &Path, db: &Path, batch_size: usize) -> Proc {
         .arg(batch_size.to_string())
         .env_remove("POH_BASE")
         .env_remove("POH_DB")
+        .env_remove("POH_LAYOUT")
         // One log line per committed batch of deletions, naming the ids.
         .env("RUST_LOG", "poh_ttl=debug")
         .stdin(Stdio::null())
@@ -325,7 +327,18 @@ struct Counts {
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_tx() {
-    let mut rng = Rng::from_env("kill_loop");
+    kill_loop(Layout::Files);
+}
+
+/// The same loop on a segments store (the binaries open it with its recorded layout):
+/// kills land between appends, fdatasyncs, index commits, drops and compaction steps.
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_tx_on_segments() {
+    kill_loop(Layout::Segments);
+}
+
+fn kill_loop(layout: Layout) {
+    let mut rng = Rng::from_env(&format!("kill_loop ({layout})"));
     let iters: u64 = std::env::var("POH_KILL_ITERS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -339,7 +352,11 @@ fn sigkill_at_random_moments_loses_no_acknowledged_tx() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let sm = StorageManager::open(&base, &db).await.unwrap();
+        let opts = OpenOptions {
+            layout: Some(layout),
+            ..OpenOptions::default()
+        };
+        let sm = StorageManager::open_with(&base, &db, opts).await.unwrap();
         sm.close().await.unwrap();
     });
 
@@ -356,7 +373,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_tx() {
         c.iterations += 1;
     }
     eprintln!(
-        "kill loop: {} iterations in {:.1} s, {} kills ({} imports, {} TTL scans); \
+        "kill loop ({layout}): {} iterations in {:.1} s, {} kills ({} imports, {} TTL scans); \
          {} acknowledged txs checked ({} in-flight batches found committed, {} not); \
          {} TTL scans ({} killed) deleted {} txs; {} orphan payloads of killed scans removed by recover; \
          {} tx loads compared; {} txs in the store at the end; \

@@ -60,6 +60,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn base(&self) -> &Path;
     /// Where the metadata is, for messages.
     fn location(&self) -> String;
+    /// Which engine this is.
+    fn layout(&self) -> crate::layout::Layout;
     /// The writing half, for the writer thread; called once per handle, never for a
     /// read-only one. `poison` is set by the engine when what the disk holds is uncertain
     /// (a failed fsync); `repair` asks it to finish what crashed writers left, as soon as

@@ -161,6 +161,21 @@ pub enum StorageError {
         expected: u32,
     },
 
+    /// The layout (or segment window) asked for differs from the one the store was
+    /// created with; nothing was changed. An existing store always opens with its own.
+    #[error(
+        "{} is a {found} store, but {asked} was asked for; leave the option out to open it as it is (`poh-storage migrate --to <layout>` converts a store)",
+        path.display()
+    )]
+    LayoutMismatch {
+        /// The base directory.
+        path: PathBuf,
+        /// What the store is.
+        found: String,
+        /// What was asked for.
+        asked: String,
+    },
+
     /// The save passed its commit point (the rows are durable and each payload is
     /// durable in `.tmp/`) but moving the payloads into place failed. The txs are saved:
     /// loads return them, and the next open or `recover` finishes the move.

@@ -119,6 +119,47 @@ pub trait FileSystem: Send + Sync + 'static {
     fn mode(&self, _path: &Path) -> io::Result<Option<u32>> {
         Ok(None)
     }
+    /// Opens a regular file for positioned reads and writes, never following a symbolic
+    /// link: with `create`, creates it exclusively (failing if it exists) with permission
+    /// bits `mode`; otherwise it must exist. Used by append-only layouts (segments).
+    fn open_rw(&self, path: &Path, create: bool, mode: u32) -> io::Result<Box<dyn FileHandle>>;
+    /// Opens an existing regular file for positioned reads, never following a symbolic
+    /// link; its write methods fail.
+    fn open_ro(&self, path: &Path) -> io::Result<Box<dyn FileHandle>>;
+}
+
+/// An open file for positioned I/O (see [`FileSystem::open_rw`]).
+///
+/// Durability contract: bytes written by [`write_at`](Self::write_at) and a length set by
+/// [`set_len`](Self::set_len) survive power loss only after [`sync_data`](Self::sync_data)
+/// (`fdatasync`). A handle keeps reading the file it opened even after the name is removed.
+#[allow(clippy::len_without_is_empty)] // a length that can fail; emptiness is never asked
+pub trait FileHandle: Send + Sync {
+    /// The file's current length.
+    fn len(&self) -> io::Result<u64>;
+    /// Reads up to `buf.len()` bytes at `off`; fewer only at the end of the file.
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes all of `data` at `off`, or fails (possibly having written part of it).
+    fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes the contents and length durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Cuts (or extends with zeros) the file to `len` bytes. Not synced.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// Reads exactly `len` bytes at `off` from `file`, or fewer if the file ends first.
+pub fn read_exact_at(file: &dyn FileHandle, off: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let n = file.read_at(off + done as u64, &mut buf[done..])?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    buf.truncate(done);
+    Ok(buf)
 }
 
 /// The operating system's file system.
@@ -236,6 +277,73 @@ impl FileSystem for RealFs {
 
     fn mode(&self, path: &Path) -> io::Result<Option<u32>> {
         Ok(Some(fs::metadata(path)?.permissions().mode() & 0o7777))
+    }
+
+    fn open_rw(&self, path: &Path, create: bool, mode: u32) -> io::Result<Box<dyn FileHandle>> {
+        let f = if create {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)?;
+            f.set_permissions(Permissions::from_mode(mode))?;
+            f
+        } else {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(path)?
+        };
+        if !f.metadata()?.is_file() {
+            return Err(not_regular(path));
+        }
+        Ok(Box::new(RealFile(f)))
+    }
+
+    fn open_ro(&self, path: &Path) -> io::Result<Box<dyn FileHandle>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)?;
+        if !f.metadata()?.is_file() {
+            return Err(not_regular(path));
+        }
+        Ok(Box::new(RealFile(f)))
+    }
+}
+
+/// A [`FileHandle`] on a real file.
+struct RealFile(File);
+
+impl FileHandle for RealFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt as _;
+        loop {
+            match self.0.read_at(buf, off) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        self.0.write_all_at(data, off)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
     }
 }
 

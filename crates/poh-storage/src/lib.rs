@@ -31,6 +31,9 @@
 //! - `engine`: the seam an engine implements (`Engine`, `EngineWriter`, `EngineReader`)
 //!   and the engine-neutral data that crosses it ([`MetaRow`], [`Stats`]).
 //! - `files`: the flat-file engine (payload files + SQLite metadata + a store lock).
+//! - `segments`: the segments engine (time-windowed append-only segment files of
+//!   checksummed records + an SQLite index); `layout`: [`Layout`], chosen at creation and
+//!   recorded; `migrate`: [`migrate`], converting a store from one layout to the other.
 //! - `report`: [`RecoverReport`], [`Finding`], [`ProblemKind`].
 //! - `fs`: the narrow [`FileSystem`] trait the file engine is written against (tests
 //!   substitute poh-testkit's simulated one) and [`RealFs`].
@@ -49,21 +52,27 @@ mod error;
 mod files;
 mod fs;
 mod group;
+mod layout;
 mod manager;
+mod migrate;
 mod options;
 mod par;
 mod poison;
 mod report;
+mod segments;
 
 pub use engine::{MetaRow, Stats};
 pub use error::{Result, StorageError, error_chain};
 pub use files::names::{check_db_path, check_output_path, is_store_path};
 pub use files::{LOCK_FILE, sha256_hex};
 pub use fs::{
-    DirEntry, EntryKind, FileSystem, Modes, RealFs, is_not_regular, not_regular, writable_by_others,
+    DirEntry, EntryKind, FileHandle, FileSystem, Modes, RealFs, is_not_regular, not_regular,
+    read_exact_at, writable_by_others,
 };
 pub use group::{MAX_GROUP_BYTES, MAX_GROUP_TXS};
+pub use layout::{DEFAULT_SEGMENT_WINDOW, LAYOUT_FILE, Layout};
 pub use manager::{Page, StorageManager};
+pub use migrate::{MIGRATED_MARKER, MigrateReport, migrate};
 pub use options::{DEFAULT_LOCK_TIMEOUT, OpenOptions};
 pub use poh_types::{Limits, Tx, TxId};
 pub use report::{Finding, ProblemKind, RecoverReport};

@@ -15,9 +15,11 @@ use crate::engine::{Engine, EngineReader, MetaRow, Stats};
 use crate::error::{Result, StorageError};
 use crate::files::FilesEngine;
 use crate::group::{self, Cmd};
+use crate::layout::{self, Layout};
 use crate::options::OpenOptions;
 use crate::poison::{Poison, lock};
 use crate::report::RecoverReport;
+use crate::segments::SegmentsEngine;
 
 /// Most idle reader connections kept.
 const MAX_IDLE_READERS: usize = 8;
@@ -67,6 +69,7 @@ impl Drop for Inner {
 impl std::fmt::Debug for StorageManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageManager")
+            .field("layout", &self.inner.engine.layout())
             .field("base", &self.inner.engine.base())
             .field("db", &self.inner.engine.location())
             .finish()
@@ -80,6 +83,29 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
             path: PathBuf::new(),
             source: e.to_string().into(),
         })
+    })
+}
+
+/// Opens the engine of the store at `base`: the layout recorded in it (a store without a
+/// record is a flat-file one), or for a new store the one `opts` asks for (flat files by
+/// default). An explicit layout that differs from an existing store's is refused.
+fn open_engine(base: PathBuf, db: PathBuf, opts: &OpenOptions) -> Result<Arc<dyn Engine>> {
+    let recorded = layout::read(&*opts.fs, &base)?;
+    let layout = match (recorded, opts.layout) {
+        (Some(rec), Some(asked)) if rec.layout != asked => {
+            return Err(StorageError::LayoutMismatch {
+                path: base,
+                found: rec.layout.name().into(),
+                asked: asked.name().into(),
+            });
+        }
+        (Some(rec), _) => rec.layout,
+        (None, Some(Layout::Segments)) => Layout::Segments,
+        (None, _) => Layout::Files,
+    };
+    Ok(match layout {
+        Layout::Files => Arc::new(FilesEngine::open(base, db, opts)?),
+        Layout::Segments => Arc::new(SegmentsEngine::open(base, db, opts, recorded)?),
     })
 }
 
@@ -103,7 +129,7 @@ impl StorageManager {
     }
 
     fn open_blocking(base: PathBuf, db: PathBuf, opts: OpenOptions) -> Result<Self> {
-        let engine: Arc<dyn Engine> = Arc::new(FilesEngine::open(base, db, &opts)?);
+        let engine = open_engine(base, db, &opts)?;
         let poison = Poison::default();
         let (tx, thread) = if opts.read_only {
             (None, None)
@@ -128,6 +154,11 @@ impl StorageManager {
                 read_only: opts.read_only,
             }),
         })
+    }
+
+    /// The store's layout (the engine it opened with).
+    pub fn layout(&self) -> Layout {
+        self.inner.engine.layout()
     }
 
     /// Fails for a handle opened read-only.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use poh_types::Limits;
 
 use crate::fs::{FileSystem, RealFs};
+use crate::layout::Layout;
 
 /// How long a wait for another process's store lock lasts by default before giving up.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,6 +35,15 @@ pub struct OpenOptions {
     /// Longest wait for the store lock before failing with
     /// [`StorageError::LockTimeout`](crate::StorageError::LockTimeout) (default 30 s).
     pub lock_timeout: Duration,
+    /// The layout of a store this open creates (default `None`: flat files). An existing
+    /// store always opens with the layout recorded in it; naming a different one here is
+    /// refused with [`StorageError::LayoutMismatch`](crate::StorageError::LayoutMismatch)
+    /// rather than ignored.
+    pub layout: Option<Layout>,
+    /// Width of the time window one segment holds, for a `segments` store this open
+    /// creates (default 1 h; whole seconds, at least 1). Recorded in the store; naming a
+    /// different width for an existing store is refused like a layout mismatch.
+    pub segment_window: Option<Duration>,
     /// Input limits applied to saves.
     pub limits: Limits,
     /// The file system payloads live on (tests substitute a simulated one).
@@ -48,6 +58,8 @@ impl Default for OpenOptions {
             read_only: false,
             group_readable: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            layout: None,
+            segment_window: None,
             limits: Limits::default(),
             fs: Arc::new(RealFs),
         }
@@ -62,6 +74,8 @@ impl std::fmt::Debug for OpenOptions {
             .field("read_only", &self.read_only)
             .field("group_readable", &self.group_readable)
             .field("lock_timeout", &self.lock_timeout)
+            .field("layout", &self.layout)
+            .field("segment_window", &self.segment_window)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }

@@ -26,6 +26,9 @@ pub enum ProblemKind {
     Unfinished,
     /// The metadata database's own integrity check failed.
     Database,
+    /// Bytes after a segment's last committed record (a save interrupted before its
+    /// commit, or a torn write): cut at the committed length.
+    TornTail,
 }
 
 /// One finding, and what was (or, in a dry run, would be) done about it.

@@ -7,11 +7,15 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::sim::SimStore;
-use poh_storage::{MetaRow, StorageError, StorageManager, Tx, TxId};
+use poh_storage::{Layout, MetaRow, StorageError, StorageManager, Tx, TxId};
 use poh_testkit::sim::{Fault, Loss, Op};
 
 const NOW: f64 = 1000.0;
 const TTL: f64 = 100.0;
+
+/// Both engines run every test (segments with 100 s windows, so the workload spreads over
+/// several segments: whole-segment expiry, drops and compaction happen in it).
+const LAYOUTS: [Layout; 2] = [Layout::Files, Layout::Segments];
 
 /// One step of the workload.
 #[derive(Clone)]
@@ -223,8 +227,8 @@ async fn check(s: &SimStore, steps: &[Step], results: &[Result<Ack, StorageError
 }
 
 /// Opens a fresh simulated store and counts the file operations of the workload.
-async fn count_ops() -> u64 {
-    let s = SimStore::new();
+async fn count_ops(layout: Layout) -> u64 {
+    let s = SimStore::with_layout(layout);
     let sm = s.open().await.expect("open");
     let before = s.sim.ops();
     let steps = workload();
@@ -236,13 +240,19 @@ async fn count_ops() -> u64 {
     }
     let n = s.sim.ops() - before;
     sm.close().await.expect("close");
-    check(&s, &steps, &results, "no faults").await;
+    check(&s, &steps, &results, &format!("{layout}: no faults")).await;
     n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_injected_error_keeps_acknowledged_data() {
-    let total = count_ops().await;
+    for layout in LAYOUTS {
+        injected_errors(layout).await;
+    }
+}
+
+async fn injected_errors(layout: Layout) {
+    let total = count_ops(layout).await;
     let steps = workload();
     let mut points = 0u64;
     for (errno, persist) in [
@@ -252,7 +262,7 @@ async fn every_injected_error_keeps_acknowledged_data() {
         (libc::EIO, true),
     ] {
         for n in 1..=total {
-            let s = SimStore::new();
+            let s = SimStore::with_layout(layout);
             let sm = s.open().await.unwrap();
             let mut fault = Fault::nth(n, errno);
             if persist {
@@ -266,7 +276,8 @@ async fn every_injected_error_keeps_acknowledged_data() {
                 let r = run_step(&sm, step).await;
                 let failed_now = s.sim.failed();
                 let hit = &failed_now[failed_before..];
-                let ctx = format!("errno {errno} at op {n} (persist {persist}), step {i}");
+                let ctx =
+                    format!("{layout}: errno {errno} at op {n} (persist {persist}), step {i}");
                 if matches!(step, Step::Save(_) | Step::Batch(_)) && !hit.is_empty() {
                     assert!(r.is_err(), "{ctx}: a save acknowledged despite {hit:?}");
                 }
@@ -292,21 +303,25 @@ async fn every_injected_error_keeps_acknowledged_data() {
                 &s,
                 &steps,
                 &results,
-                &format!("errno {errno} at op {n} (persist {persist})"),
+                &format!("{layout}: errno {errno} at op {n} (persist {persist})"),
             )
             .await;
             points += 1;
         }
     }
     eprintln!(
-        "fault points tested: {points} ({total} operations x 3 errnos, + fail-from-N with EIO)"
+        "{layout}: fault points tested: {points} ({total} operations x 3 errnos, + fail-from-N with EIO)"
     );
 }
 
 /// Runs the workload on a fresh store with the power going off after `n` file
 /// operations, then cuts the power. Returns the store and the answers of the steps that ran.
-async fn crash_after(n: u64, loss: Loss) -> (SimStore, Vec<Result<Ack, StorageError>>) {
-    let s = SimStore::new();
+async fn crash_after(
+    layout: Layout,
+    n: u64,
+    loss: Loss,
+) -> (SimStore, Vec<Result<Ack, StorageError>>) {
+    let s = SimStore::with_layout(layout);
     let sm = s.open().await.expect("open");
     s.sim.halt_after(n);
     let mut results = Vec::new();
@@ -323,19 +338,25 @@ async fn crash_after(n: u64, loss: Loss) -> (SimStore, Vec<Result<Ack, StorageEr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_after_every_operation_keeps_acknowledged_data() {
-    let total = count_ops().await;
+    for layout in LAYOUTS {
+        power_losses(layout).await;
+    }
+}
+
+async fn power_losses(layout: Layout) {
+    let total = count_ops(layout).await;
     let steps = workload();
     let mut points = 0u64;
     for loss in [Loss::Clean, Loss::Torn] {
         for n in 0..=total {
-            let (s, results) = crash_after(n, loss).await;
-            let ctx = format!("power loss ({loss:?}) after op {n}");
+            let (s, results) = crash_after(layout, n, loss).await;
+            let ctx = format!("{layout}: power loss ({loss:?}) after op {n}");
             check(&s, &steps[..results.len()], &results, &ctx).await;
             points += 1;
         }
     }
     eprintln!(
-        "power-loss points tested: {points} (after each of {total} operations and before the first, clean and torn)"
+        "{layout}: power-loss points tested: {points} (after each of {total} operations and before the first, clean and torn)"
     );
 }
 
@@ -343,12 +364,18 @@ async fn power_loss_after_every_operation_keeps_acknowledged_data() {
 /// loses nothing either: repair and recover are safe to interrupt and run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_during_recovery_keeps_acknowledged_data() {
-    let total = count_ops().await;
+    for layout in LAYOUTS {
+        failures_during_recovery(layout).await;
+    }
+}
+
+async fn failures_during_recovery(layout: Layout) {
+    let total = count_ops(layout).await;
     let steps = workload();
     let (mut cuts, mut errors, mut states) = (0u64, 0u64, 0u64);
     for n in 0..=total {
         // Measure the recovery of this state; skip states it leaves as they are.
-        let (s, results) = crash_after(n, Loss::Clean).await;
+        let (s, results) = crash_after(layout, n, Loss::Clean).await;
         let saved = s.save_state();
         let before = (common::snapshot::sim_snapshot(&s.sim, &s.base), s.sim.ops());
         let sm = s.open().await.expect("reopen");
@@ -375,12 +402,12 @@ async fn failure_during_recovery_keeps_acknowledged_data() {
                 let ctx = if cut {
                     s.sim.power_loss();
                     cuts += 1;
-                    format!("power loss after op {n}, then after op {m} of recovery")
+                    format!("{layout}: power loss after op {n}, then after op {m} of recovery")
                 } else {
                     s.sim.clear_faults();
                     errors += 1;
                     format!(
-                        "power loss after op {n}, then EIO at op {} of recovery",
+                        "{layout}: power loss after op {n}, then EIO at op {} of recovery",
                         m + 1
                     )
                 };
@@ -389,21 +416,28 @@ async fn failure_during_recovery_keeps_acknowledged_data() {
         }
     }
     eprintln!(
-        "recovery interrupted at {cuts} points by a power cut and at {errors} by EIO \
+        "{layout}: recovery interrupted at {cuts} points by a power cut and at {errors} by EIO \
          (every operation of recovering the {states} crash states that need repair)"
     );
 }
 
 #[tokio::test]
 async fn failed_fsync_poisons_the_store_until_reopened() {
-    for op in [Op::SyncFile, Op::SyncDir] {
-        let s = SimStore::new();
+    for (layout, op) in [
+        (Layout::Files, Op::SyncFile),
+        (Layout::Files, Op::SyncDir),
+        (Layout::Segments, Op::SyncData),
+        (Layout::Segments, Op::SyncDir),
+    ] {
+        let s = SimStore::with_layout(layout);
         let sm = s.open().await.unwrap();
         sm.save(tx("a", 1.0, b"first")).await.unwrap();
         s.sim.inject(Fault::nth(1, libc::EIO).only(op));
-        let err = sm.save(tx("b", 2.0, b"second")).await.unwrap_err();
+        // In another time window: a segments store creates a segment (and syncs its
+        // directory) for it.
+        let err = sm.save(tx("b", 250.0, b"second")).await.unwrap_err();
         assert!(matches!(err, StorageError::Io { .. }), "{op:?}: {err}");
-        assert!(err.to_string().contains("fsync"), "{op:?}: {err}");
+        assert!(err.to_string().contains("sync"), "{op:?}: {err}");
         s.sim.clear_faults();
 
         // Every write is refused now, though the file system works again.

@@ -14,7 +14,9 @@ use common::hostile::{SMALL_LIMIT, json_cases, valid_doc};
 use common::sim::SimStore;
 use common::snapshot::{sim_snapshot, snapshot};
 use common::tx;
-use poh_storage::{Limits, OpenOptions, ProblemKind, StorageError, StorageManager, Tx, TxId};
+use poh_storage::{
+    Layout, Limits, OpenOptions, ProblemKind, StorageError, StorageManager, Tx, TxId,
+};
 use poh_testkit::sim::{Fault, Op};
 use poh_types::{JsonError, TxJson};
 use proptest::prelude::*;
@@ -32,10 +34,18 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
+        Self::with_layout(Layout::Files).await
+    }
+
+    async fn with_layout(layout: Layout) -> Self {
         let root = TempDir::new().expect("tempdir");
         let base = root.path().join("data");
         let db = base.join("poh.db");
-        let sm = StorageManager::open_with(&base, &db, small_limits())
+        let opts = OpenOptions {
+            layout: Some(layout),
+            ..small_limits()
+        };
+        let sm = StorageManager::open_with(&base, &db, opts)
             .await
             .expect("open store");
         sm.save_batch(vec![
@@ -98,30 +108,43 @@ fn assert_mentions(msg: &str, words: &[&str], ctx: &str) {
 
 #[tokio::test]
 async fn hostile_json_is_rejected_and_writes_nothing() {
-    let f = Fixture::new().await;
-    let before = f.snapshot();
-    let cases = json_cases();
-    for c in &cases {
-        let err = save_json(&f.sm, &c.input)
+    for layout in [Layout::Files, Layout::Segments] {
+        let f = Fixture::with_layout(layout).await;
+        let before = f.snapshot();
+        let cases = json_cases();
+        for c in &cases {
+            let err = save_json(&f.sm, &c.input)
+                .await
+                .expect_err(&format!("{} was accepted", c.name));
+            assert_mentions(&err, &c.expect, &c.name);
+            assert_eq!(
+                f.snapshot(),
+                before,
+                "{layout}: {} changed the store",
+                c.name
+            );
+        }
+        // The document every case departs from is fine.
+        save_json(&f.sm, &valid_doc())
             .await
-            .expect_err(&format!("{} was accepted", c.name));
-        assert_mentions(&err, &c.expect, &c.name);
-        assert_eq!(f.snapshot(), before, "{} changed the store", c.name);
+            .expect("the valid document");
+        assert!(f.sm.verify().await.expect("verify").is_clean());
+        eprintln!(
+            "{layout}: hostile JSON inputs tried through the library: {}",
+            cases.len()
+        );
     }
-    // The document every case departs from is fine.
-    save_json(&f.sm, &valid_doc())
-        .await
-        .expect("the valid document");
-    assert!(f.sm.verify().await.expect("verify").is_clean());
-    eprintln!(
-        "hostile JSON inputs tried through the library: {}",
-        cases.len()
-    );
 }
 
 #[tokio::test]
 async fn hostile_ids_and_fields_are_rejected_and_write_nothing() {
-    let f = Fixture::new().await;
+    for layout in [Layout::Files, Layout::Segments] {
+        hostile_ids_and_fields(layout).await;
+    }
+}
+
+async fn hostile_ids_and_fields(layout: Layout) {
+    let f = Fixture::with_layout(layout).await;
     let before = f.snapshot();
     let mut tried = 0;
 
@@ -217,7 +240,7 @@ async fn hostile_ids_and_fields_are_rejected_and_write_nothing() {
             .payload,
         b"existing t"
     );
-    eprintln!("hostile ids and field values tried through the library: {tried}");
+    eprintln!("{layout}: hostile ids and field values tried through the library: {tried}");
 }
 
 #[tokio::test]
@@ -442,12 +465,23 @@ async fn payload_replaced_by_a_directory_or_a_link_is_never_followed() {
 /// Random bytes round-trip through save and load exactly, re-saved over one another.
 #[test]
 fn random_payloads_round_trip() {
+    for layout in [Layout::Files, Layout::Segments] {
+        random_payloads_round_trip_on(layout);
+    }
+}
+
+fn random_payloads_round_trip_on(layout: Layout) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = TempDir::new().expect("tempdir");
+    let opts = OpenOptions {
+        layout: Some(layout),
+        ..OpenOptions::default()
+    };
     let sm = rt
-        .block_on(StorageManager::open(
+        .block_on(StorageManager::open_with(
             dir.path().join("d"),
             dir.path().join("d/poh.db"),
+            opts,
         ))
         .expect("open");
     let mut runner = TestRunner::new(Config::with_cases(64));

@@ -20,7 +20,12 @@
 //! [`SimFs::power_loss`] turns the live state into what a power cut leaves: every
 //! directory's entries revert to its durable entries and every file's contents to its
 //! durable contents; a file never synced comes back empty (or, with [`Loss::Torn`], holding
-//! the first half of what was written: a torn write).
+//! the first half of what was written: a torn write; for a file whose synced bytes the
+//! live ones only extend — an append — the synced bytes and half of the rest).
+//!
+//! Open files ([`FileSystem::open_rw`]) follow the same model: [`FileHandle::write_at`] and
+//! [`FileHandle::set_len`] change the live contents, [`FileHandle::sync_data`] makes them
+//! durable. A handle keeps its file after the name is removed, as on POSIX.
 //!
 //! # Fault injection
 //! Every call of a [`FileSystem`] method counts as one operation, reads and listings
@@ -28,8 +33,9 @@
 //! then fail each of them in turn. A [`Fault`] fails the Nth operation matching it (every
 //! operation, or only one [`Op`] kind, or only one path) with a chosen errno, once or from
 //! then on. A failed operation has no effect, except that a failed
-//! [`write_new`](FileSystem::write_new) with any errno but `EACCES` leaves the file created
-//! and half written, as a real `ENOSPC` or `EIO` in the middle of a write does.
+//! [`write_new`](FileSystem::write_new) or [`write_at`](FileHandle::write_at) with any errno
+//! but `EACCES` leaves half of its data written (the file created, for `write_new`), as a
+//! real `ENOSPC` or `EIO` in the middle of a write does.
 //! [`SimFs::halt_after`] models the power going off after the Nth operation: every later
 //! operation fails with `EIO` and has no effect, so the live state stays what it was at the
 //! cut until the test calls [`SimFs::power_loss`].
@@ -55,7 +61,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use poh_storage::{DirEntry, EntryKind, FileSystem, not_regular};
+use poh_storage::{DirEntry, EntryKind, FileHandle, FileSystem, not_regular};
 
 /// A kind of [`FileSystem`] operation, for [`Fault::only`] and [`SimFs::failed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,6 +84,18 @@ pub enum Op {
     ListDir,
     /// [`FileSystem::kind`].
     Kind,
+    /// [`FileSystem::open_rw`] and [`FileSystem::open_ro`].
+    Open,
+    /// [`FileHandle::read_at`].
+    ReadAt,
+    /// [`FileHandle::write_at`].
+    WriteAt,
+    /// [`FileHandle::sync_data`].
+    SyncData,
+    /// [`FileHandle::set_len`].
+    SetLen,
+    /// [`FileHandle::len`].
+    Len,
 }
 
 impl Op {
@@ -91,12 +109,16 @@ impl Op {
                 | Op::Rename
                 | Op::SyncDir
                 | Op::RemoveFile
+                | Op::Open
+                | Op::WriteAt
+                | Op::SyncData
+                | Op::SetLen
         )
     }
 
-    /// True for the two sync operations.
+    /// True for the sync operations (`fsync` of a file or directory, `fdatasync`).
     pub fn is_sync(self) -> bool {
-        matches!(self, Op::SyncFile | Op::SyncDir)
+        matches!(self, Op::SyncFile | Op::SyncDir | Op::SyncData)
     }
 }
 
@@ -431,8 +453,15 @@ impl State {
         for node in &mut self.inodes {
             match node {
                 Inode::File { live, durable } => {
-                    if loss == Loss::Torn && live != durable {
-                        let keep = live.len() / 2;
+                    if loss == Loss::Torn && live != durable && !durable.starts_with(live) {
+                        // What was synced stays when the live bytes only add to it (an
+                        // append); half of the rest survives.
+                        let synced = if live.starts_with(durable) {
+                            durable.len()
+                        } else {
+                            0
+                        };
+                        let keep = synced + (live.len() - synced) / 2;
                         live.truncate(keep);
                         *durable = live.clone();
                     } else {
@@ -758,6 +787,140 @@ impl FileSystem for SimFs {
             Ok(st.inodes[ino].kind())
         })
     }
+
+    fn open_rw(&self, path: &Path, create: bool, _mode: u32) -> io::Result<Box<dyn FileHandle>> {
+        let comps = components(path)?;
+        let ino = self.run(Op::Open, &[path], |st| {
+            if create {
+                st.create_file(&comps, Vec::new())
+            } else {
+                st.open_file(&comps, path)
+            }
+        })?;
+        Ok(Box::new(SimFile {
+            state: self.state.clone(),
+            ino,
+            path: path.to_path_buf(),
+            writable: true,
+        }))
+    }
+
+    fn open_ro(&self, path: &Path) -> io::Result<Box<dyn FileHandle>> {
+        let comps = components(path)?;
+        let ino = self.run(Op::Open, &[path], |st| st.open_file(&comps, path))?;
+        Ok(Box::new(SimFile {
+            state: self.state.clone(),
+            ino,
+            path: path.to_path_buf(),
+            writable: false,
+        }))
+    }
+}
+
+impl State {
+    /// The inode of the existing regular file at `comps`, never following a link.
+    fn open_file(&self, comps: &[String], path: &Path) -> io::Result<Ino> {
+        let ino = self.lookup(comps)?;
+        match &self.inodes[ino] {
+            Inode::File { .. } => Ok(ino),
+            Inode::Dir { .. } => Err(not_regular(path)),
+            Inode::Symlink { .. } => Err(errno(libc::ELOOP)),
+        }
+    }
+
+    fn file_mut(&mut self, ino: Ino) -> io::Result<(&mut Vec<u8>, &mut Vec<u8>)> {
+        match &mut self.inodes[ino] {
+            Inode::File { live, durable } => Ok((live, durable)),
+            _ => Err(errno(libc::EBADF)),
+        }
+    }
+}
+
+/// An open simulated file: it keeps its inode, as a descriptor does.
+struct SimFile {
+    state: Arc<Mutex<State>>,
+    ino: Ino,
+    path: PathBuf,
+    writable: bool,
+}
+
+impl SimFile {
+    fn run<T>(&self, op: Op, f: impl FnOnce(&mut State) -> io::Result<T>) -> io::Result<T> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.enter(op, &[&self.path])?;
+        let out = f(&mut st);
+        st.leave();
+        out
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(errno(libc::EBADF))
+        }
+    }
+}
+
+fn write_into(live: &mut Vec<u8>, off: u64, data: &[u8]) -> io::Result<()> {
+    let off = usize::try_from(off).map_err(|_| errno(libc::EFBIG))?;
+    let end = off + data.len();
+    if live.len() < end {
+        live.resize(end, 0);
+    }
+    live[off..end].copy_from_slice(data);
+    Ok(())
+}
+
+impl FileHandle for SimFile {
+    fn len(&self) -> io::Result<u64> {
+        self.run(Op::Len, |st| Ok(st.file_mut(self.ino)?.0.len() as u64))
+    }
+
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.run(Op::ReadAt, |st| {
+            let live = &*st.file_mut(self.ino)?.0;
+            let start = usize::try_from(off).unwrap_or(usize::MAX).min(live.len());
+            let n = buf.len().min(live.len() - start);
+            buf[..n].copy_from_slice(&live[start..start + n]);
+            Ok(n)
+        })
+    }
+
+    fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
+        self.check_writable()?;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = st.enter(Op::WriteAt, &[&self.path]) {
+            // A write that fails part-way (ENOSPC, EIO) leaves half of its data behind.
+            if !st.halted && e.raw_os_error() != Some(libc::EACCES) {
+                let (live, _) = st.file_mut(self.ino)?;
+                write_into(live, off, &data[..data.len() / 2])?;
+            }
+            return Err(e);
+        }
+        let out = st
+            .file_mut(self.ino)
+            .and_then(|(live, _)| write_into(live, off, data));
+        st.leave();
+        out
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.run(Op::SyncData, |st| {
+            let (live, durable) = st.file_mut(self.ino)?;
+            *durable = live.clone();
+            Ok(())
+        })
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.check_writable()?;
+        self.run(Op::SetLen, |st| {
+            let len = usize::try_from(len).map_err(|_| errno(libc::EFBIG))?;
+            st.file_mut(self.ino)?.0.resize(len, 0);
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -871,6 +1034,38 @@ mod tests {
         fs.power_loss();
         assert!(!fs.halted());
         assert!(!fs.exists(&p("/s/a")));
+    }
+
+    #[test]
+    fn appends_keep_what_was_synced_and_tear_the_rest() {
+        let fs = SimFs::new();
+        fs.create_durable_dir(&p("/s")).unwrap();
+        let f = fs.open_rw(&p("/s/seg"), true, 0o600).unwrap();
+        f.write_at(0, b"abcd").unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(&p("/s")).unwrap();
+        f.write_at(4, b"efgh").unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(f.read_at(0, &mut buf).unwrap(), 8);
+        assert_eq!(&buf, b"abcdefgh");
+        fs.power_loss_with(Loss::Torn);
+        assert_eq!(fs.contents(&p("/s/seg")), Some(b"abcdef".to_vec()));
+        fs.power_loss();
+        let f = fs.open_rw(&p("/s/seg"), false, 0o600).unwrap();
+        f.set_len(2).unwrap();
+        fs.power_loss();
+        assert_eq!(
+            fs.contents(&p("/s/seg")),
+            Some(b"abcdef".to_vec()),
+            "a cut not synced comes back"
+        );
+        fs.inject(Fault::nth(1, libc::EIO).only(Op::WriteAt));
+        let f = fs.open_rw(&p("/s/seg"), false, 0o600).unwrap();
+        assert!(f.write_at(6, b"WXYZ").is_err());
+        assert_eq!(fs.contents(&p("/s/seg")), Some(b"abcdefWX".to_vec()));
+        assert!(fs.open_rw(&p("/s/seg"), true, 0o600).is_err(), "exclusive");
+        let ro = fs.open_ro(&p("/s/seg")).unwrap();
+        assert!(ro.write_at(0, b"x").is_err());
     }
 
     #[test]

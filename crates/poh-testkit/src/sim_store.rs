@@ -3,10 +3,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::sim::SimFs;
-use poh_storage::{OpenOptions, StorageManager};
+use crate::stores::layout_from_env;
+use poh_storage::{Layout, OpenOptions, StorageManager};
 use tempfile::TempDir;
+
+/// The segment window simulated segments stores use: short, so that a workload's
+/// timestamps spread over several segments (whole-segment expiry, drops, compaction).
+pub const SIM_SEGMENT_WINDOW: Duration = Duration::from_secs(100);
 
 /// A simulated store's places. Keep it alive for the whole test.
 pub struct SimStore {
@@ -18,6 +24,8 @@ pub struct SimStore {
     pub base: PathBuf,
     /// The SQLite database (real).
     pub db: PathBuf,
+    /// The layout a first open creates.
+    pub layout: Layout,
 }
 
 impl Default for SimStore {
@@ -27,21 +35,35 @@ impl Default for SimStore {
 }
 
 impl SimStore {
-    /// A fresh, empty simulated store; the base directory is created by the first open.
+    /// A fresh, empty simulated store of the layout `POH_LAYOUT` names (flat files by
+    /// default); the base directory is created by the first open.
     pub fn new() -> Self {
+        Self::with_layout(layout_from_env())
+    }
+
+    /// A fresh, empty simulated store of `layout`.
+    pub fn with_layout(layout: Layout) -> Self {
         let dir = TempDir::new().expect("tempdir");
         let base = dir.path().join("data");
         std::fs::create_dir_all(&base).expect("real base for the lock file");
         let sim = SimFs::new();
         sim.create_durable_dir(dir.path()).expect("sim root");
         let db = dir.path().join("poh.db");
-        Self { dir, sim, base, db }
+        Self {
+            dir,
+            sim,
+            base,
+            db,
+            layout,
+        }
     }
 
-    /// Options that put payloads in the simulation.
+    /// Options that put payloads in the simulation (and create a store of the layout).
     pub fn options(&self) -> OpenOptions {
         OpenOptions {
             fs: Arc::new(self.sim.clone()),
+            layout: Some(self.layout),
+            segment_window: (self.layout == Layout::Segments).then_some(SIM_SEGMENT_WINDOW),
             ..OpenOptions::default()
         }
     }

@@ -5,8 +5,34 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use poh_storage::{OpenOptions, StorageManager, Tx, TxId};
+use poh_storage::{Layout, OpenOptions, StorageManager, Tx, TxId};
 use tempfile::TempDir;
+
+/// The layout new test stores get: `POH_LAYOUT` (`files` or `segments`), flat files when
+/// unset, so a whole suite can be run on either engine (`POH_LAYOUT=segments cargo test`).
+///
+/// # Panics
+/// On any other value, naming it.
+pub fn layout_from_env() -> Layout {
+    match std::env::var("POH_LAYOUT") {
+        Ok(v) if !v.is_empty() => v.parse().unwrap_or_else(|e| panic!("POH_LAYOUT: {e}")),
+        _ => Layout::Files,
+    }
+}
+
+/// True when new test stores are flat-file ones (payloads are `<base>/<id>.bin` files, so
+/// a test may look at them); false for segments stores.
+pub fn flat_files() -> bool {
+    layout_from_env() == Layout::Files
+}
+
+/// Options creating a store of [`layout_from_env`].
+pub fn env_options() -> OpenOptions {
+    OpenOptions {
+        layout: Some(layout_from_env()),
+        ..OpenOptions::default()
+    }
+}
 
 /// A fixed "now" for tests on a manual clock (2023-11-14).
 pub const NOW: f64 = 1_700_000_000.0;
@@ -22,7 +48,9 @@ pub fn paths(dir: &TempDir) -> (PathBuf, PathBuf) {
 pub async fn store() -> (TempDir, StorageManager) {
     let dir = TempDir::new().expect("tempdir");
     let (base, db) = paths(&dir);
-    let sm = StorageManager::open(&base, &db).await.expect("open store");
+    let sm = StorageManager::open_with(&base, &db, env_options())
+        .await
+        .expect("open store");
     (dir, sm)
 }
 
@@ -75,7 +103,7 @@ pub async fn ids(sm: &StorageManager) -> BTreeSet<String> {
     }
 }
 
-/// The payload file of `id`.
+/// The payload file of `id` (in a flat-file store; a segments store has none).
 pub fn payload_path(base: &Path, id: &str) -> PathBuf {
     base.join(format!("{id}.bin"))
 }
@@ -129,11 +157,21 @@ pub fn copy_store(from: &TempDir) -> TempDir {
     let (src, _) = paths(from);
     let (dst, _) = paths(&to);
     std::fs::create_dir_all(&dst).expect("create base");
-    for e in std::fs::read_dir(&src).expect("list base") {
+    copy_files(&src, &dst);
+    // A segments store keeps its data one level down.
+    let segs = src.join("segments");
+    if segs.is_dir() {
+        std::fs::create_dir_all(dst.join("segments")).expect("create segments dir");
+        copy_files(&segs, &dst.join("segments"));
+    }
+    to
+}
+
+fn copy_files(src: &Path, dst: &Path) {
+    for e in std::fs::read_dir(src).expect("list directory") {
         let e = e.expect("dir entry");
         if e.file_type().expect("file type").is_file() {
             std::fs::copy(e.path(), dst.join(e.file_name())).expect("copy file");
         }
     }
-    to
 }

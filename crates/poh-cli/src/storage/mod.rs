@@ -42,7 +42,8 @@ Exit codes:
   0  success
   1  failure (I/O, database, no store at --base/--db, ...)
   2  usage error or bad input (unknown flag, invalid tx JSON or tx_id, malformed or
-     over-long import line, --db or --out naming one of the store's own files)
+     over-long import line, --db or --out naming one of the store's own files,
+     --layout or --segment-window other than the store's own)
   3  tx not found (load, delete)
   4  integrity problem (load of a corrupt or missing payload; verify found problems)
 
@@ -52,6 +53,8 @@ Environment:
   POH_MAX_PAYLOAD     default for --max-payload
   POH_LOCK_TIMEOUT    default for --lock-timeout
   POH_GROUP_READABLE  default for --group-readable (true/false, 1/0, yes/no, on/off)
+  POH_LAYOUT          default for --layout (files or segments; only for a new store)
+  POH_SEGMENT_WINDOW  default for --segment-window (only for a new segments store)
   RUST_LOG            log filter for messages on stderr (default: warn)";
 
 /// `poh-storage`: a durable, verified store of Proof-of-History transactions.
@@ -60,9 +63,12 @@ Environment:
     name = "poh-storage",
     version,
     about = "A durable, verified store of Proof-of-History transactions",
-    long_about = "A durable, verified store of Proof-of-History transactions: payloads are \
-                  files <base>/<tx_id>.bin, metadata is a row in an SQLite database. Only \
-                  init, save and import create a missing store.",
+    long_about = "A durable, verified store of Proof-of-History transactions. Two layouts: \
+                  `files` (the default: payloads are files <base>/<tx_id>.bin, metadata a row \
+                  in an SQLite database) and `segments` (payloads appended as checksummed \
+                  records to time-windowed segment files under <base>/segments, with an \
+                  SQLite index), chosen with --layout when a store is created. Only init, save \
+                  and import create a missing store.",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -147,6 +153,22 @@ pub enum Command {
     Verify,
     /// Print the number of txs, their bytes and the time range.
     Stats,
+    /// Convert the store to another layout, verifying every payload, and print a JSON
+    /// report. In place by default (the store as it was is kept as `<base>.pre-migrate`;
+    /// stop every other process using the store first); a kill at any moment loses
+    /// nothing, and running it again finishes it.
+    Migrate {
+        /// The layout to convert to: `files` or `segments`.
+        #[arg(long, value_name = "LAYOUT")]
+        to: poh_storage::Layout,
+        /// Write the converted store here instead of converting in place (the source is
+        /// left as it is).
+        #[arg(long, value_name = "DIR")]
+        dest: Option<PathBuf>,
+        /// The converted store's database [default: <dest>/poh.db].
+        #[arg(long, value_name = "FILE", requires = "dest")]
+        dest_db: Option<PathBuf>,
+    },
 }
 
 /// Runs `poh-storage` with its parsed command line: logging, the command, and the exit
@@ -258,14 +280,16 @@ fn run_with<W: Write>(cli: Cli, out: &mut Out<W>) -> Result<()> {
         Command::Import(args) => import::cmd_import(&opts, &args, out),
         Command::Verify => cmd_verify(&opts, out),
         Command::Stats => cmd_stats(&opts, out),
+        Command::Migrate { to, dest, dest_db } => cmd_migrate(&opts, to, dest, dest_db, out),
     }
 }
 
 fn cmd_init<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
-    with_store(opts, Access::Create, |_, _| Ok(()))?;
+    let layout = with_store(opts, Access::Create, |_, sm| Ok(sm.layout()))?;
     if opts.json {
         out.line(&json_obj(&[
             ("initialized", serde_json::Value::Bool(true)),
+            ("layout", serde_json::Value::String(layout.to_string())),
             ("base", path_json(&opts.location.base)),
             ("db", path_json(&opts.location.db_path())),
         ]))
@@ -435,6 +459,30 @@ fn verify_text(r: &RecoverReport) -> String {
         let _ = writeln!(s, "  -: leftover temp file {} (would remove)", p.display());
     }
     s
+}
+
+fn cmd_migrate<W: Write>(
+    opts: &StoreOpts,
+    to: poh_storage::Layout,
+    dest: Option<PathBuf>,
+    dest_db: Option<PathBuf>,
+    out: &mut Out<W>,
+) -> Result<()> {
+    let loc = &opts.location;
+    let dest = dest.map(|d| {
+        let db = dest_db.unwrap_or_else(|| d.join("poh.db"));
+        (d, db)
+    });
+    let o = poh_storage::OpenOptions {
+        limits: opts.limits(),
+        layout: None,
+        ..loc.open_options(Access::Existing)
+    };
+    let rt = Rt::new()?;
+    let report = rt
+        .call(poh_storage::migrate(&loc.base, &loc.db_path(), to, dest, o))
+        .with_context(|| format!("cannot migrate {} to {to}", loc.describe()))?;
+    out.line(&to_json(&report)?)
 }
 
 fn cmd_stats<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {

@@ -37,6 +37,8 @@ impl Scratch {
             .env_remove("POH_DB")
             .env_remove("POH_MAX_PAYLOAD")
             .env_remove("POH_GROUP_READABLE")
+            .env_remove("POH_LAYOUT")
+            .env_remove("POH_SEGMENT_WINDOW")
             .env_remove("RUST_LOG")
             .env_remove("POH_LOG_FORMAT");
         c

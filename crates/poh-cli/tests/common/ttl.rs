@@ -9,6 +9,8 @@ pub fn bin() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_poh-ttl"));
     cmd.env_remove("POH_BASE")
         .env_remove("POH_DB")
+        .env_remove("POH_LAYOUT")
+        .env_remove("POH_SEGMENT_WINDOW")
         .env_remove("RUST_LOG")
         .env_remove("POH_LOG_FORMAT");
     cmd

@@ -115,7 +115,7 @@ impl SqliteBackend {
         self
     }
 
-    fn connect(&self, create: bool) -> Result<Connection> {
+    pub(crate) fn connect(&self, create: bool) -> Result<Connection> {
         self.check_file(create)?;
         if create {
             self.create_file()?;
@@ -187,7 +187,7 @@ impl SqliteBackend {
     /// A connection that only reads: read-write if the file allows it (so SQLite can
     /// use and clean up the WAL index as usual), else read-only, else — on a read-only
     /// mount with no WAL file, where nobody can be writing — as an immutable file.
-    fn connect_reader(&self) -> Result<Connection> {
+    pub(crate) fn connect_reader(&self) -> Result<Connection> {
         self.check_file(false)?;
         let plain = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         let mut attempts = vec![
@@ -233,7 +233,11 @@ impl SqliteBackend {
     /// A metadata error, with the operating system's reason when SQLite's own message
     /// hides it ("unable to open database file" on a read-only mount or a file owned by
     /// another user), and no guess that the file is not a database unless SQLite says so.
-    fn err(&self, what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    pub(crate) fn err(
+        &self,
+        what: &str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> StorageError {
         meta_err(&self.path, what, e)
     }
 }
@@ -475,7 +479,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<MetaRow> {
 /// A metadata error about the database at `path`, with the operating system's reason
 /// when it knows one SQLite's message hides ([`os_reason`]): on a dead device SQLite may
 /// say "database disk image is malformed" where the kernel says "Input/output error".
-fn meta_err(
+pub(crate) fn meta_err(
     path: &Path,
     what: impl Into<String>,
     e: impl std::error::Error + Send + Sync + 'static,
@@ -489,7 +493,7 @@ fn meta_err(
 
 /// Widens the index range by a hair so that float rounding in `now - ttl` can never
 /// exclude a row; the exact predicate `now - timestamp > ttl` then decides.
-fn cutoff(now: f64, ttl: f64) -> f64 {
+pub(crate) fn cutoff(now: f64, ttl: f64) -> f64 {
     let c = now - ttl;
     c + c.abs() * 1e-12 + 1e-9
 }

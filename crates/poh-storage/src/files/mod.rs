@@ -13,10 +13,10 @@
 //! - [`recover`]: recovery and verification.
 //! - [`names`]: the paths the store manages, refused as a database or an output.
 
-mod lock;
-mod meta;
+pub(crate) mod lock;
+pub(crate) mod meta;
 pub(crate) mod names;
-mod payload;
+pub(crate) mod payload;
 mod reader;
 mod recover;
 mod writer;
@@ -119,6 +119,10 @@ impl Engine for FilesEngine {
 
     fn location(&self) -> String {
         self.backend.location().display().to_string()
+    }
+
+    fn layout(&self) -> crate::layout::Layout {
+        crate::layout::Layout::Files
     }
 
     fn writer(&self, poison: Poison, repair: bool) -> Result<Box<dyn EngineWriter>> {

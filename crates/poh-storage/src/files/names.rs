@@ -2,7 +2,8 @@
 //!
 //! A store owns, under its base directory: every `*.bin` name directly in it (payloads:
 //! saves rename over them, `recover` removes those without a row), everything under `.tmp/`
-//! (removed or renamed at every open) and `.quarantine/`, and the lock file `.poh.lock`;
+//! (removed or renamed at every open), `.quarantine/` and (segments stores) `segments/`,
+//! the lock file `.poh.lock` and the layout record `.poh-layout`;
 //! and, wherever it is, its metadata database with SQLite's `-wal`, `-shm` and `-journal`
 //! files beside it. A database path among the names under the base would be destroyed by
 //! the store itself (deleted as a temp or an orphan, or replaced by a payload), so
@@ -109,6 +110,17 @@ fn under_base(base: &Path, p: &Path) -> Option<String> {
     let lock = base.join(LOCK_FILE);
     if p == lock {
         return Some(format!("the store's lock file {}", lock.display()));
+    }
+    let segs = base.join(crate::segments::dir::SEGMENTS_DIR);
+    if p.starts_with(&segs) {
+        return Some(format!(
+            "inside the store's segments directory {}, whose files hold a segments store's data",
+            segs.display()
+        ));
+    }
+    let layout = base.join(crate::layout::LAYOUT_FILE);
+    if p == layout || p == with_suffix(&layout, ".tmp") {
+        return Some(format!("the store's layout record {}", layout.display()));
     }
     let is_payload_name = p
         .file_name()

@@ -1,0 +1,447 @@
+//! The index of a segments store: SQLite tables that map each tx id to where its record
+//! is, and account each segment's live and dead bytes. (The segments are the data; the
+//! index is what is committed: a record is part of the store once its row is.)
+//!
+//! Schema (version 1, `PRAGMA application_id` = "PoHS"):
+//! ```sql
+//! CREATE TABLE records (
+//!   tx_id TEXT PRIMARY KEY NOT NULL,
+//!   seg INTEGER NOT NULL,          -- segment id: <base>/segments/<seg>.seg
+//!   off INTEGER NOT NULL,          -- byte offset of the record in it
+//!   size INTEGER NOT NULL,         -- payload bytes
+//!   timestamp REAL NOT NULL,
+//!   holder_id TEXT NOT NULL,
+//!   hash BLOB NOT NULL             -- payload SHA-256 (32 bytes)
+//! ) WITHOUT ROWID;
+//! CREATE INDEX records_time ON records(timestamp, tx_id);   -- expiry, dry runs
+//! CREATE INDEX records_seg ON records(seg, off);            -- verify, compaction, drops
+//! CREATE TABLE segments (
+//!   id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL,
+//!   state INTEGER NOT NULL,        -- 0 open for appends, 1 sealed, 2 dropped (file to unlink)
+//!   len INTEGER NOT NULL,          -- committed length: bytes after it are not committed
+//!   live_count INTEGER NOT NULL, live_bytes INTEGER NOT NULL, dead_bytes INTEGER NOT NULL,
+//!   newest REAL);                  -- largest timestamp ever written to it
+//! CREATE INDEX segments_bucket ON segments(bucket, state, id);
+//! CREATE TABLE seg_config (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+//!   -- next_seq, next_seg, generation (bumped by every commit: other processes' caches)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::engine::{MetaRow, Stats};
+use crate::error::{Result, StorageError};
+use crate::files::meta::{SqliteBackend, cutoff, meta_err};
+
+/// Schema version of the segments index.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// `PRAGMA application_id` of a segments index ("PoHS").
+pub(crate) const APPLICATION_ID: i64 = 0x506F_4853;
+
+/// Segment states.
+pub(crate) const OPEN: i64 = 0;
+pub(crate) const SEALED: i64 = 1;
+pub(crate) const DROPPED: i64 = 2;
+
+/// One index row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Row {
+    pub(crate) tx_id: String,
+    pub(crate) seg: u64,
+    pub(crate) off: u64,
+    pub(crate) size: u64,
+    pub(crate) timestamp: f64,
+    pub(crate) holder_id: String,
+    pub(crate) hash: [u8; 32],
+}
+
+impl Row {
+    pub(crate) fn meta(&self) -> MetaRow {
+        MetaRow {
+            tx_id: self.tx_id.clone(),
+            holder_id: self.holder_id.clone(),
+            timestamp: self.timestamp,
+            storage_hash: hex::encode(self.hash),
+            size: Some(self.size),
+        }
+    }
+
+    /// Bytes of its record.
+    pub(crate) fn record_len(&self) -> u64 {
+        super::record::record_len(self.tx_id.len(), self.holder_id.len(), self.size)
+    }
+}
+
+/// One segment's entry.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SegRow {
+    pub(crate) id: u64,
+    pub(crate) bucket: u64,
+    pub(crate) state: i64,
+    pub(crate) len: u64,
+    pub(crate) live_count: u64,
+    pub(crate) live_bytes: u64,
+    pub(crate) dead_bytes: u64,
+    pub(crate) newest: Option<f64>,
+}
+
+/// What a database file holds, found without changing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    Missing,
+    /// No tables at all (a new or emptied file).
+    Empty,
+    /// A segments index.
+    Segments,
+    /// A flat-file store's metadata (a `txs` table).
+    Files,
+    /// Tables of something else.
+    Other,
+}
+
+pub(crate) const ROW_COLS: &str = "tx_id, seg, off, size, timestamp, holder_id, hash";
+const GET_ROW: &str =
+    "SELECT tx_id, seg, off, size, timestamp, holder_id, hash FROM records WHERE tx_id = ?1";
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let blob: Vec<u8> = r.get(6)?;
+    let mut hash = [0u8; 32];
+    if blob.len() == 32 {
+        hash.copy_from_slice(&blob);
+    }
+    Ok(Row {
+        tx_id: r.get(0)?,
+        seg: to_u64(r.get(1)?),
+        off: to_u64(r.get(2)?),
+        size: to_u64(r.get(3)?),
+        timestamp: r.get(4)?,
+        holder_id: r.get(5)?,
+        hash,
+    })
+}
+
+pub(crate) fn seg_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<SegRow> {
+    Ok(SegRow {
+        id: to_u64(r.get(0)?),
+        bucket: to_u64(r.get(1)?),
+        state: r.get(2)?,
+        len: to_u64(r.get(3)?),
+        live_count: to_u64(r.get(4)?),
+        live_bytes: to_u64(r.get(5)?),
+        dead_bytes: to_u64(r.get(6)?),
+        newest: r.get(7)?,
+    })
+}
+
+pub(crate) const SEG_COLS: &str =
+    "id, bucket, state, len, live_count, live_bytes, dead_bytes, newest";
+
+/// Opens connections to the index database.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexDb {
+    backend: SqliteBackend,
+    path: PathBuf,
+}
+
+impl IndexDb {
+    pub(crate) fn new(path: &Path, create: bool, mode: u32) -> Self {
+        Self {
+            backend: SqliteBackend::new(path, create).with_mode(mode),
+            path: path.to_owned(),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the file holds, changing nothing.
+    pub(crate) fn probe(&self) -> Result<Found> {
+        match std::fs::symlink_metadata(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
+            _ => {}
+        }
+        let conn = self.backend.connect_reader()?;
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.backend.err("read the schema", e))?;
+        Ok(if names.is_empty() {
+            Found::Empty
+        } else if names.iter().any(|n| n == "records") && names.iter().any(|n| n == "segments") {
+            Found::Segments
+        } else if names.iter().any(|n| n == "txs") {
+            Found::Files
+        } else {
+            Found::Other
+        })
+    }
+
+    /// The writer's connection: WAL, `synchronous=FULL` (a commit is durable when it
+    /// returns), the schema created or checked.
+    pub(crate) fn open_writer(&self) -> Result<Index> {
+        let conn = self.backend.connect(true)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|e| self.backend.err("enable WAL", e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(self.backend.err(
+                "enable WAL",
+                std::io::Error::other(format!("journal_mode stayed {mode}")),
+            ));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.backend.err("set synchronous=FULL", e))?;
+        create_schema(&conn, &self.path)?;
+        Ok(Index {
+            conn,
+            path: self.path.clone(),
+        })
+    }
+
+    /// A connection that never writes (see the flat-file engine's readers: it works on a
+    /// read-only mount, a full disk and a store owned by another user).
+    pub(crate) fn open_reader(&self) -> Result<Index> {
+        let conn = self.backend.connect_reader()?;
+        check_schema(&conn, &self.path)?;
+        Ok(Index {
+            conn,
+            path: self.path.clone(),
+        })
+    }
+}
+
+fn create_schema(conn: &Connection, path: &Path) -> Result<()> {
+    let err = |what: &str, e: rusqlite::Error| meta_err(path, what, e);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| err("read schema version (is this a SQLite database?)", e))?;
+    if version > SCHEMA_VERSION {
+        return Err(StorageError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == SCHEMA_VERSION {
+        return check_schema(conn, path);
+    }
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(|e| err("begin creating the index", e))?;
+    let txs: i64 = tx
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'txs'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| err("read the schema", e))?;
+    if txs > 0 {
+        return Err(StorageError::NotAStore {
+            path: path.to_owned(),
+            why: "the database holds a flat-file store's metadata (a txs table), not a \
+                  segments index; nothing was changed"
+                .into(),
+        });
+    }
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS records (
+            tx_id TEXT PRIMARY KEY NOT NULL,
+            seg INTEGER NOT NULL,
+            off INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            timestamp REAL NOT NULL,
+            holder_id TEXT NOT NULL,
+            hash BLOB NOT NULL) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS records_time ON records(timestamp, tx_id);
+         CREATE INDEX IF NOT EXISTS records_seg ON records(seg, off);
+         CREATE TABLE IF NOT EXISTS segments (
+            id INTEGER PRIMARY KEY,
+            bucket INTEGER NOT NULL,
+            state INTEGER NOT NULL,
+            len INTEGER NOT NULL,
+            live_count INTEGER NOT NULL,
+            live_bytes INTEGER NOT NULL,
+            dead_bytes INTEGER NOT NULL,
+            newest REAL);
+         CREATE INDEX IF NOT EXISTS segments_bucket ON segments(bucket, state, id);
+         CREATE TABLE IF NOT EXISTS seg_config (
+            key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+         INSERT OR IGNORE INTO seg_config VALUES ('next_seq', 1), ('next_seg', 1),
+            ('generation', 0);
+         PRAGMA application_id = {APPLICATION_ID};
+         PRAGMA user_version = {SCHEMA_VERSION};"
+    ))
+    .map_err(|e| err("create the index tables", e))?;
+    tx.commit().map_err(|e| err("commit the index tables", e))
+}
+
+fn check_schema(conn: &Connection, path: &Path) -> Result<()> {
+    let app: i64 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| meta_err(path, "read application id", e))?;
+    if app != APPLICATION_ID {
+        return Err(StorageError::NotAStore {
+            path: path.to_owned(),
+            why: "the database is not a segments index (its application id is not poh-store's); \
+                  nothing was changed"
+                .into(),
+        });
+    }
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| meta_err(path, "read schema version", e))?;
+    if version > SCHEMA_VERSION {
+        return Err(StorageError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// One connection to the index.
+pub(crate) struct Index {
+    pub(crate) conn: Connection,
+    pub(crate) path: PathBuf,
+}
+
+impl Index {
+    pub(crate) fn err(&self, what: impl Into<String>, e: rusqlite::Error) -> StorageError {
+        meta_err(&self.path, what, e)
+    }
+
+    fn rows(&self, sql: &str, p: impl rusqlite::Params, what: &str) -> Result<Vec<Row>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(sql)
+            .map_err(|e| self.err(what, e))?;
+        stmt.query_map(p, row_from)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(what, e))
+    }
+
+    pub(crate) fn get(&self, tx_id: &str) -> Result<Option<Row>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(GET_ROW)
+            .map_err(|e| self.err("look up row", e))?;
+        stmt.query_row([tx_id], row_from)
+            .optional()
+            .map_err(|e| self.err(format!("look up tx {tx_id}"), e))
+    }
+
+    pub(crate) fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Row>> {
+        let limit = to_i64(limit as u64);
+        match after {
+            Some(a) => self.rows(
+                &format!("SELECT {ROW_COLS} FROM records WHERE tx_id > ?1 ORDER BY tx_id LIMIT ?2"),
+                params![a, limit],
+                "list rows",
+            ),
+            None => self.rows(
+                &format!("SELECT {ROW_COLS} FROM records ORDER BY tx_id LIMIT ?1"),
+                params![limit],
+                "list rows",
+            ),
+        }
+    }
+
+    pub(crate) fn find_expired(
+        &self,
+        now: f64,
+        ttl: f64,
+        after: Option<(f64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
+        let (ats, aid) = after.unwrap_or((f64::NEG_INFINITY, ""));
+        self.rows(
+            &format!(
+                "SELECT {ROW_COLS} FROM records
+                 WHERE timestamp < ?1 AND (?2 - timestamp) > ?3 AND (timestamp, tx_id) > (?4, ?5)
+                 ORDER BY timestamp, tx_id LIMIT ?6"
+            ),
+            params![cutoff(now, ttl), now, ttl, ats, aid, to_i64(limit as u64)],
+            "find expired rows",
+        )
+    }
+
+    /// Up to `limit` rows of segment `seg` at offsets of at least `from`, in offset order.
+    pub(crate) fn rows_of_segment(&self, seg: u64, from: u64, limit: usize) -> Result<Vec<Row>> {
+        self.rows(
+            &format!(
+                "SELECT {ROW_COLS} FROM records WHERE seg = ?1 AND off >= ?2 ORDER BY off LIMIT ?3"
+            ),
+            params![to_i64(seg), to_i64(from), to_i64(limit as u64)],
+            "read rows of a segment",
+        )
+    }
+
+    pub(crate) fn segments(&self) -> Result<Vec<SegRow>> {
+        let what = "read the segment table";
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {SEG_COLS} FROM segments ORDER BY id"))
+            .map_err(|e| self.err(what, e))?;
+        stmt.query_map([], seg_from)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(what, e))
+    }
+
+    pub(crate) fn config(&self, key: &str) -> Result<u64> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT value FROM seg_config WHERE key = ?1")
+            .map_err(|e| self.err("read the index configuration", e))?;
+        let v: Option<i64> = stmt
+            .query_row([key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(format!("read {key}"), e))?;
+        Ok(to_u64(v.unwrap_or(0)))
+    }
+
+    pub(crate) fn stats(&self) -> Result<Stats> {
+        self.conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(size), 0), min(timestamp), max(timestamp)
+                 FROM records",
+                [],
+                |r| {
+                    Ok(Stats {
+                        count: to_u64(r.get(0)?),
+                        bytes: to_u64(r.get(1)?),
+                        rows_without_size: 0,
+                        oldest: r.get(2)?,
+                        newest: r.get(3)?,
+                    })
+                },
+            )
+            .map_err(|e| self.err("compute stats", e))
+    }
+
+    pub(crate) fn integrity_check(&self) -> Result<Vec<String>> {
+        let what = "run SQLite's integrity check";
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(|e| self.err(what, e))?;
+        let msgs: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(what, e))?;
+        Ok(msgs.into_iter().filter(|m| m != "ok").collect())
+    }
+}

@@ -1,0 +1,240 @@
+//! The segments engine's reading half ([`SegmentsReader`]): an index lookup, one
+//! positioned read of the record, and every check (header checksum, fields against the
+//! index, payload SHA-256). Segment files stay open between loads; nothing here writes or
+//! takes the store lock (a record is never changed once committed, and a segment is
+//! unlinked only after no row points into it, so a lookup that loses a race with a move
+//! or a drop just looks again).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use poh_types::{Tx, TxId};
+
+use super::dir::SegDir;
+use super::index::{Index, Row};
+use super::record;
+use crate::engine::{EngineReader, MetaRow, Stats};
+use crate::error::{Result, StorageError};
+use crate::fs::{FileHandle, is_not_regular, read_exact_at};
+
+/// Most segment files a reader keeps open.
+const MAX_OPEN: usize = 256;
+
+/// Lookups on a segments store.
+pub(crate) struct SegmentsReader {
+    index: Index,
+    dir: SegDir,
+    open: HashMap<u64, Arc<dyn FileHandle>>,
+}
+
+/// Why a row's record could not be served.
+#[derive(Debug)]
+pub(crate) enum Problem {
+    /// The segment file does not exist.
+    Missing,
+    /// The record is not what the row says (or not a record at all).
+    Corrupt(String),
+    /// Reading failed (may pass).
+    Io(std::io::Error),
+}
+
+impl SegmentsReader {
+    pub(crate) fn new(index: Index, dir: SegDir) -> Self {
+        Self {
+            index,
+            dir,
+            open: HashMap::new(),
+        }
+    }
+
+    fn file(&mut self, seg: u64) -> std::result::Result<Arc<dyn FileHandle>, Problem> {
+        if let Some(f) = self.open.get(&seg) {
+            return Ok(f.clone());
+        }
+        let f: Arc<dyn FileHandle> = Arc::from(open_segment(&self.dir, seg)?);
+        if self.open.len() >= MAX_OPEN {
+            self.open.clear();
+        }
+        self.open.insert(seg, f.clone());
+        Ok(f)
+    }
+}
+
+/// Opens segment `seg` for reading.
+pub(crate) fn open_segment(
+    dir: &SegDir,
+    seg: u64,
+) -> std::result::Result<Box<dyn FileHandle>, Problem> {
+    let path = dir.path(seg);
+    dir.fs().open_ro(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Problem::Missing
+        } else if is_not_regular(&e) {
+            Problem::Corrupt(format!("{} is not a regular file", path.display()))
+        } else {
+            Problem::Io(e)
+        }
+    })
+}
+
+/// Reads the record `row` points at from `file` and checks it; returns the payload.
+pub(crate) fn read_row(
+    file: &dyn FileHandle,
+    row: &Row,
+    path: &Path,
+) -> std::result::Result<Vec<u8>, Problem> {
+    let len = usize::try_from(row.record_len())
+        .map_err(|_| Problem::Corrupt("record length overflows".into()))?;
+    let bytes = read_exact_at(file, row.off, len).map_err(Problem::Io)?;
+    check_bytes(&bytes, row, path)?;
+    let start = record::header_len(row.tx_id.len(), row.holder_id.len());
+    let mut bytes = bytes;
+    bytes.drain(..start);
+    Ok(bytes)
+}
+
+/// Checks that `bytes` (read at the row's offset) are exactly the record the row names.
+pub(crate) fn check_bytes(
+    bytes: &[u8],
+    row: &Row,
+    path: &Path,
+) -> std::result::Result<(), Problem> {
+    if record::is_exactly(
+        bytes,
+        &row.tx_id,
+        &row.holder_id,
+        row.timestamp,
+        row.size,
+        &row.hash,
+    ) {
+        return Ok(());
+    }
+    // Something differs: say what.
+    let at = || format!("{} at offset {}", path.display(), row.off);
+    let (h, _) = record::parse(bytes).map_err(|bad| match bad {
+        record::Bad::Short => Problem::Corrupt(format!(
+            "the record at {} is cut short ({} of {} bytes)",
+            at(),
+            bytes.len(),
+            row.record_len()
+        )),
+        bad => Problem::Corrupt(format!("{bad} ({})", at())),
+    })?;
+    if h.tx_id != row.tx_id
+        || h.holder_id != row.holder_id
+        || h.timestamp.to_bits() != row.timestamp.to_bits()
+        || h.size != row.size
+    {
+        return Err(Problem::Corrupt(format!(
+            "the record at {} is tx {:?} (holder {:?}, timestamp {}, {} bytes), not what the \
+             index says",
+            at(),
+            h.tx_id,
+            h.holder_id,
+            h.timestamp,
+            h.size
+        )));
+    }
+    if h.sha != row.hash {
+        return Err(Problem::Corrupt(format!(
+            "payload SHA-256 {} at {} does not match the recorded {}",
+            hex::encode(h.sha),
+            at(),
+            hex::encode(row.hash)
+        )));
+    }
+    Err(Problem::Corrupt(format!(
+        "the record at {} is not exactly what the index says",
+        at()
+    )))
+}
+
+/// The error a load returns for `problem` with `row`.
+pub(crate) fn load_error(dir: &SegDir, row: &Row, problem: Problem) -> StorageError {
+    let path = dir.path(row.seg);
+    match problem {
+        Problem::Missing => StorageError::PayloadMissing {
+            tx_id: row.tx_id.clone(),
+            path,
+        },
+        Problem::Corrupt(detail) => StorageError::Integrity {
+            tx_id: row.tx_id.clone(),
+            detail,
+        },
+        Problem::Io(e) => StorageError::io("read segment", path, e),
+    }
+}
+
+impl EngineReader for SegmentsReader {
+    fn load(&mut self, id: &TxId) -> Result<Option<Tx>> {
+        let mut last: Option<(Row, Problem)> = None;
+        // A row can move (compaction) or go (expiry) between the lookup and the read: look
+        // again, a few times, before calling it a problem.
+        for _ in 0..3 {
+            let Some(row) = self.index.get(id.as_str())? else {
+                return Ok(None);
+            };
+            if let Some((prev, _)) = &last
+                && prev.seg == row.seg
+                && prev.off == row.off
+            {
+                break;
+            }
+            let res = self.file(row.seg).and_then(|f| {
+                let path = self.dir.path(row.seg);
+                read_row(&*f, &row, &path)
+            });
+            match res {
+                Ok(payload) => {
+                    return Ok(Some(Tx {
+                        tx_id: id.clone(),
+                        holder_id: row.holder_id,
+                        timestamp: row.timestamp,
+                        payload,
+                    }));
+                }
+                Err(p) => {
+                    self.open.remove(&row.seg);
+                    last = Some((row, p));
+                }
+            }
+        }
+        match last {
+            Some((row, p)) => Err(load_error(&self.dir, &row, p)),
+            None => Ok(None),
+        }
+    }
+
+    fn row(&mut self, tx_id: &str) -> Result<Option<MetaRow>> {
+        Ok(self.index.get(tx_id)?.map(|r| r.meta()))
+    }
+
+    fn page(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<MetaRow>> {
+        Ok(self
+            .index
+            .page(after, limit)?
+            .iter()
+            .map(Row::meta)
+            .collect())
+    }
+
+    fn find_expired(
+        &mut self,
+        now: f64,
+        ttl: f64,
+        after: Option<(f64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<MetaRow>> {
+        Ok(self
+            .index
+            .find_expired(now, ttl, after, limit)?
+            .iter()
+            .map(Row::meta)
+            .collect())
+    }
+
+    fn stats(&mut self) -> Result<Stats> {
+        self.index.stats()
+    }
+}

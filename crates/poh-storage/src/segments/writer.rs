@@ -1,0 +1,1080 @@
+//! The segments engine's writing half ([`SegmentsWriter`]): group commit, delete, expiry
+//! and compaction, all under the exclusive store lock.
+//!
+//! Save protocol for a group (docs/design.md §7.3):
+//! 1. encode every record, in request order, into one buffer per touched segment (the
+//!    open segment of each tx's time window; a new one, registered by its own small
+//!    commit first, when there is none or it is full);
+//! 2. write each buffer with one positioned write at the segment's committed length, and
+//!    `fdatasync` each touched segment (in parallel when several);
+//! 3. commit the rows and the segments' new lengths and byte counts in one SQLite
+//!    transaction (`synchronous=FULL`) — the commit point; then acknowledge.
+//!
+//! A failure before 3 cuts the segments back to their committed lengths (bytes after a
+//! committed length are never read, and are cut at the next open anyway); a failed
+//! `fdatasync` poisons the store. Deletes and expiry are index commits; a segment left
+//! without a live record is marked dropped in the same commit and unlinked after it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use poh_types::{Tx, TxId};
+use rusqlite::{OptionalExtension, params};
+use tracing::{debug, warn};
+
+use super::dir::SegDir;
+use super::index::{self, DROPPED, Index, OPEN, Row, SEALED, SegRow, to_i64};
+use super::reader::{self, Problem};
+use super::record;
+use crate::engine::EngineWriter;
+use crate::error::{Result, StorageError};
+use crate::files::lock::{LockGuard, StoreLock};
+use crate::files::meta::cutoff;
+use crate::fs::FileHandle;
+use crate::group::clone_err;
+use crate::par::par_map;
+use crate::poison::Poison;
+use crate::report::RecoverReport;
+
+/// Largest a segment grows before the next record of its window starts a new one.
+pub(crate) const SEGMENT_CAP: u64 = 256 * 1024 * 1024;
+/// Most records one compaction step moves.
+const STEP_RECORDS: usize = 1024;
+/// Most bytes one compaction step moves (a step moves at least one record).
+const STEP_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The open segment of one time window, as last committed.
+struct Active {
+    id: u64,
+    len: u64,
+    file: Arc<dyn FileHandle>,
+}
+
+/// What the writer remembers between commands; valid while the index's generation is
+/// the one it last saw (another process's commit bumps it).
+#[derive(Default)]
+struct Cache {
+    valid: bool,
+    generation: u64,
+    next_seq: u64,
+    next_seg: u64,
+    open: HashMap<u64, Active>,
+    /// `Some(candidate)` once looked up since the last change of dead bytes.
+    compaction: Option<Option<SegRow>>,
+}
+
+/// A segment this command appends to.
+struct Staged {
+    id: u64,
+    bucket: u64,
+    start: u64,
+    buf: Vec<u8>,
+    file: Arc<dyn FileHandle>,
+    newest: f64,
+    /// Full: the next record of its window goes to a new segment.
+    full: bool,
+}
+
+impl Staged {
+    fn end(&self) -> u64 {
+        self.start + self.buf.len() as u64
+    }
+}
+
+/// Per-segment changes of one commit.
+#[derive(Default, Clone, Copy)]
+struct Delta {
+    live_count: i64,
+    live_bytes: i64,
+    dead_bytes: i64,
+}
+
+/// The writing half of a segments store.
+pub(crate) struct SegmentsWriter {
+    index: Index,
+    dir: SegDir,
+    lock: Arc<StoreLock>,
+    poison: Poison,
+    window: u64,
+    repaired: bool,
+    cache: Cache,
+    /// Segments marked dropped whose files are still to be unlinked.
+    to_unlink: Vec<u64>,
+    /// Dropped segments whose unlink is durable: their rows go at the next commit.
+    to_purge: Vec<u64>,
+}
+
+impl SegmentsWriter {
+    pub(crate) fn new(
+        index: Index,
+        dir: SegDir,
+        lock: StoreLock,
+        poison: Poison,
+        window: u64,
+        repair: bool,
+    ) -> Self {
+        Self {
+            index,
+            dir,
+            lock: Arc::new(lock),
+            poison,
+            window,
+            // Without repair (OpenOptions::repair = false) crash leftovers are left as
+            // found; an uncommitted tail is still cut before anything is appended after it.
+            repaired: !repair,
+            cache: Cache::default(),
+            to_unlink: Vec::new(),
+            to_purge: Vec::new(),
+        }
+    }
+
+    /// Repairs what crashed writers left, unless another process holds the lock (then the
+    /// first write repairs).
+    pub(crate) fn repair_if_free(&mut self) -> Result<()> {
+        if let Some(_g) = self.lock.try_exclusive()? {
+            let report = super::recover::repair(&self.dir, Some(&self.index), false);
+            log_repair(&report);
+            self.repaired = true;
+        }
+        Ok(())
+    }
+
+    /// The time window (bucket) of a timestamp.
+    fn bucket(&self, ts: f64) -> u64 {
+        // Timestamps are finite and non-negative (validated above the seam).
+        (ts / self.window as f64).floor() as u64
+    }
+}
+
+/// Takes the exclusive lock and brings the cache up to date: repairs once, and forgets
+/// everything when another process committed since.
+fn hold<'a>(
+    lock: &'a StoreLock,
+    index: &Index,
+    dir: &SegDir,
+    repaired: &mut bool,
+    cache: &mut Cache,
+) -> Result<LockGuard<'a>> {
+    let guard = lock.exclusive()?;
+    if !*repaired {
+        *repaired = true;
+        let report = super::recover::repair(dir, Some(index), false);
+        log_repair(&report);
+        cache.valid = false;
+    }
+    let generation = index.config("generation")?;
+    if !cache.valid || cache.generation != generation {
+        *cache = Cache {
+            valid: true,
+            generation,
+            next_seq: index.config("next_seq")?.max(1),
+            next_seg: index.config("next_seg")?.max(1),
+            open: HashMap::new(),
+            compaction: None,
+        };
+    }
+    Ok(guard)
+}
+
+fn log_repair(report: &RecoverReport) {
+    if !report.findings.is_empty() {
+        tracing::info!(
+            findings = report.findings.len(),
+            "repaired what crashed writers left in the segments"
+        );
+    }
+}
+
+impl EngineWriter for SegmentsWriter {
+    fn save_group(&mut self, group: &[&[Tx]]) -> Vec<Result<()>> {
+        match self.save_all(group) {
+            Ok(()) => group.iter().map(|_| Ok(())).collect(),
+            Err(e) => group.iter().map(|_| Err(clone_err(&e))).collect(),
+        }
+    }
+
+    fn delete(&mut self, id: &TxId) -> Result<bool> {
+        self.poison.check()?;
+        let lock = self.lock.clone();
+        let _g = hold(
+            &lock,
+            &self.index,
+            &self.dir,
+            &mut self.repaired,
+            &mut self.cache,
+        )?;
+        self.finish_drops()?;
+        self.compact_step()?;
+        let dropped = self.txn(|w| {
+            let Some(row) = w.get_row(id.as_str())? else {
+                return Ok((None, false));
+            };
+            w.exec(
+                "DELETE FROM records WHERE tx_id = ?1",
+                params![id.as_str()],
+                &format!("delete tx {id}"),
+            )?;
+            let mut deltas = HashMap::new();
+            kill(&mut deltas, &row);
+            Ok((Some(w.apply_deltas(&deltas)?), true))
+        })?;
+        match dropped {
+            None => Ok(false),
+            Some(dropped) => {
+                self.after_commit(&dropped, true)?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
+        self.poison.check()?;
+        let lock = self.lock.clone();
+        let _g = hold(
+            &lock,
+            &self.index,
+            &self.dir,
+            &mut self.repaired,
+            &mut self.cache,
+        )?;
+        self.finish_drops()?;
+        self.compact_step()?;
+        // A pass with nothing to expire may touch no disk block at all: sync the segments
+        // directory so a dead device fails the pass instead of letting it count as done.
+        let segs = self.dir.segs();
+        if let Err(e) = self.dir.fs().sync_dir(segs) {
+            self.poison
+                .set(format!("fsync of directory {} failed: {e}", segs.display()));
+            return Err(StorageError::io(
+                "check the store's device (fsync)",
+                segs,
+                e,
+            ));
+        }
+        let c = cutoff(now, ttl);
+        let (ids, dropped) = self.txn(|w| {
+            let mut ids: Vec<String> = Vec::new();
+            let mut dropped: Vec<u64> = Vec::new();
+            // 1. Whole segments whose newest record is expired: one range delete each.
+            let whole: Vec<(u64, u64)> = w
+                .index
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT id, live_count FROM segments
+                     WHERE state < {DROPPED} AND live_count > 0 AND newest < ?1
+                       AND (?2 - newest) > ?3
+                     ORDER BY bucket, id"
+                ))
+                .and_then(|mut s| {
+                    s.query_map(params![c, now, ttl], |r| {
+                        Ok((
+                            u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                            u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(|e| w.index.err("find expired segments", e))?;
+            for (seg, live) in whole {
+                if ids.len() as u64 + live > limit as u64 {
+                    continue;
+                }
+                let gone: Vec<String> = w
+                    .index
+                    .conn
+                    .prepare_cached("DELETE FROM records WHERE seg = ?1 RETURNING tx_id")
+                    .and_then(|mut s| {
+                        s.query_map([to_i64(seg)], |r| r.get(0))?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(|e| w.index.err(format!("drop the rows of segment {seg}"), e))?;
+                ids.extend(gone);
+                w.exec(
+                    &format!(
+                        "UPDATE segments SET state = {DROPPED}, dead_bytes = dead_bytes + live_bytes,
+                            live_bytes = 0, live_count = 0 WHERE id = ?1"
+                    ),
+                    params![to_i64(seg)],
+                    &format!("drop segment {seg}"),
+                )?;
+                dropped.push(seg);
+            }
+            // 2. Expired txs of partly expired segments leave the index now; their bytes
+            //    come back when the segment is compacted or dropped.
+            let remaining = limit.saturating_sub(ids.len());
+            if remaining > 0 {
+                // Only what the accounting needs comes back: the id, where its record
+                // was, and the record's length (header + id + holder + payload bytes).
+                let rows: Vec<(String, u64, u64)> = w
+                    .index
+                    .conn
+                    .prepare_cached(
+                        "DELETE FROM records WHERE tx_id IN (
+                            SELECT tx_id FROM records
+                            WHERE timestamp < ?1 AND (?2 - timestamp) > ?3
+                            ORDER BY timestamp, tx_id LIMIT ?4)
+                         RETURNING tx_id, seg,
+                            size + length(CAST(tx_id AS BLOB)) + length(CAST(holder_id AS BLOB))",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map(params![c, now, ttl, to_i64(remaining as u64)], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                                u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(|e| w.index.err("delete expired rows", e))?;
+                let mut deltas: HashMap<u64, Delta> = HashMap::new();
+                for (_, seg, var) in &rows {
+                    let d = deltas.entry(*seg).or_default();
+                    let len = to_i64(record::header_len(0, 0) as u64 + var);
+                    d.live_count -= 1;
+                    d.live_bytes -= len;
+                    d.dead_bytes += len;
+                }
+                dropped.extend(w.apply_deltas(&deltas)?);
+                ids.extend(rows.into_iter().map(|(id, _, _)| id));
+            }
+            let changed = !ids.is_empty() || !dropped.is_empty();
+            Ok(((ids, dropped), changed))
+        })?;
+        if !dropped.is_empty() {
+            self.cache.compaction = None;
+        }
+        self.after_commit(&dropped, true)?;
+        Ok(ids)
+    }
+}
+
+/// Counts the record a row pointed at as dead in its segment.
+fn kill(deltas: &mut HashMap<u64, Delta>, row: &Row) {
+    let d = deltas.entry(row.seg).or_default();
+    let len = to_i64(row.record_len());
+    d.live_count -= 1;
+    d.live_bytes -= len;
+    d.dead_bytes += len;
+}
+
+impl SegmentsWriter {
+    /// Runs `f` in one write transaction (taken at once: `BEGIN IMMEDIATE`), committed
+    /// durably when `f` returns `(value, true)`, rolled back otherwise.
+    fn txn<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<(T, bool)>) -> Result<T> {
+        self.index
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.index.err("begin a transaction", e))?;
+        let out = f(self).and_then(|(v, commit)| {
+            if commit {
+                self.finish_commit()?;
+            } else {
+                self.rollback();
+            }
+            Ok(v)
+        });
+        if out.is_err() {
+            self.rollback();
+        }
+        out
+    }
+
+    fn rollback(&self) {
+        if !self.index.conn.is_autocommit() {
+            let _ = self.index.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    fn exec(&self, sql: &str, p: impl rusqlite::Params, what: &str) -> Result<usize> {
+        self.index
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute(p))
+            .map_err(|e| self.index.err(what, e))
+    }
+
+    fn get_row(&self, tx_id: &str) -> Result<Option<Row>> {
+        self.index.get(tx_id)
+    }
+
+    /// Applies per-segment changes; returns the segments left without a live record (and
+    /// with committed bytes), now marked dropped.
+    fn apply_deltas(&mut self, deltas: &HashMap<u64, Delta>) -> Result<Vec<u64>> {
+        if deltas
+            .values()
+            .any(|d| d.dead_bytes > 0 || d.live_count < 0)
+        {
+            // Dead bytes grew: the segment to compact next may have changed.
+            self.cache.compaction = None;
+        }
+        let mut dropped = Vec::new();
+        let mut segs: Vec<(&u64, &Delta)> = deltas.iter().collect();
+        segs.sort_by_key(|(s, _)| **s);
+        for (&seg, d) in segs {
+            self.exec(
+                "UPDATE segments SET live_count = max(live_count + ?2, 0),
+                    live_bytes = max(live_bytes + ?3, 0), dead_bytes = dead_bytes + ?4
+                 WHERE id = ?1",
+                params![to_i64(seg), d.live_count, d.live_bytes, d.dead_bytes],
+                &format!("account segment {seg}"),
+            )?;
+            if d.live_count < 0 && self.drop_if_empty(seg)? {
+                dropped.push(seg);
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Marks `seg` dropped if no row points into it (counted from the rows themselves,
+    /// never trusted from the counters: a drop deletes the segment's file).
+    fn drop_if_empty(&self, seg: u64) -> Result<bool> {
+        let rows: i64 = self
+            .index
+            .conn
+            .prepare_cached("SELECT count(*) FROM records WHERE seg = ?1")
+            .and_then(|mut s| s.query_row([to_i64(seg)], |r| r.get(0)))
+            .map_err(|e| {
+                self.index
+                    .err(format!("count the rows of segment {seg}"), e)
+            })?;
+        if rows > 0 {
+            return Ok(false);
+        }
+        let n = self.exec(
+            &format!(
+                "UPDATE segments SET state = {DROPPED}, live_count = 0,
+                    dead_bytes = dead_bytes + live_bytes, live_bytes = 0
+                 WHERE id = ?1 AND state < {DROPPED} AND len > 0"
+            ),
+            params![to_i64(seg)],
+            &format!("drop segment {seg}"),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Ends the open transaction with a durable commit (synchronous=FULL): bumps the
+    /// generation (other processes' caches), records the counters, and forgets dropped
+    /// segments whose unlink is durable.
+    fn finish_commit(&mut self) -> Result<()> {
+        for seg in &self.to_purge {
+            self.exec(
+                &format!("DELETE FROM segments WHERE id = ?1 AND state = {DROPPED}"),
+                params![to_i64(*seg)],
+                &format!("forget dropped segment {seg}"),
+            )?;
+        }
+        self.exec(
+            "UPDATE seg_config SET value = CASE key
+                WHEN 'generation' THEN value + 1
+                WHEN 'next_seq' THEN ?1
+                WHEN 'next_seg' THEN ?2
+                ELSE value END",
+            params![to_i64(self.cache.next_seq), to_i64(self.cache.next_seg)],
+            "update the index configuration",
+        )?;
+        self.index
+            .conn
+            .execute_batch("COMMIT")
+            .map_err(|e| self.index.err("commit", e))?;
+        self.to_purge.clear();
+        self.cache.generation += 1;
+        Ok(())
+    }
+
+    /// After a commit that dropped `dropped`: forget them, and (when `now`) unlink their
+    /// files at once; otherwise they are unlinked at the start of the next command (so a
+    /// failure there is that command's, never a committed save's).
+    fn after_commit(&mut self, dropped: &[u64], now: bool) -> Result<()> {
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        self.cache.open.retain(|_, a| !dropped.contains(&a.id));
+        self.to_unlink.extend_from_slice(dropped);
+        if now { self.finish_drops() } else { Ok(()) }
+    }
+
+    /// Unlinks the files of dropped segments and syncs the directory; their rows are
+    /// forgotten at the next commit. A failed fsync poisons the store.
+    fn finish_drops(&mut self) -> Result<()> {
+        if self.to_unlink.is_empty() {
+            return Ok(());
+        }
+        let fs = self.dir.fs();
+        let mut removed = Vec::new();
+        let mut failed = None;
+        for &seg in &self.to_unlink {
+            let path = self.dir.path(seg);
+            match fs.remove_file(&path) {
+                Ok(()) => removed.push(seg),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => removed.push(seg),
+                Err(e) => {
+                    warn!(segment = seg, error = %e, "dropped segment not removed yet");
+                    failed = Some(StorageError::io("remove dropped segment", path, e));
+                    break;
+                }
+            }
+        }
+        self.to_unlink.retain(|s| !removed.contains(s));
+        if !removed.is_empty() {
+            let segs = self.dir.segs();
+            if let Err(e) = fs.sync_dir(segs) {
+                self.poison
+                    .set(format!("fsync of directory {} failed: {e}", segs.display()));
+                return Err(StorageError::io("fsync segments directory", segs, e));
+            }
+            self.to_purge.extend(removed);
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The segment to append `len` bytes of window `bucket` to (never `exclude`), staged
+    /// in `staged`: returns its index there and the record's offset.
+    fn place(
+        &mut self,
+        staged: &mut Vec<Staged>,
+        seals: &mut Vec<u64>,
+        bucket: u64,
+        len: u64,
+        exclude: Option<u64>,
+    ) -> Result<(usize, u64)> {
+        if let Some(i) = staged.iter().rposition(|s| s.bucket == bucket && !s.full) {
+            let end = staged[i].end();
+            if end == 0 || end + len <= SEGMENT_CAP {
+                return Ok((i, end));
+            }
+            staged[i].full = true;
+            seals.push(staged[i].id);
+        } else if !staged.iter().any(|s| s.bucket == bucket)
+            && let Some(a) = self.active(bucket, exclude, seals)?
+        {
+            staged.push(Staged {
+                id: a.id,
+                bucket,
+                start: a.len,
+                buf: Vec::new(),
+                file: a.file,
+                newest: f64::NEG_INFINITY,
+                full: false,
+            });
+            let i = staged.len() - 1;
+            if a.len == 0 || a.len + len <= SEGMENT_CAP {
+                return Ok((i, a.len));
+            }
+            staged[i].full = true;
+            seals.push(a.id);
+        }
+        let (id, file) = self.new_segment(bucket)?;
+        staged.push(Staged {
+            id,
+            bucket,
+            start: 0,
+            buf: Vec::new(),
+            file,
+            newest: f64::NEG_INFINITY,
+            full: false,
+        });
+        Ok((staged.len() - 1, 0))
+    }
+
+    /// The open segment of `bucket` as committed (not `exclude`), ready for appends, or
+    /// `None` when there is none usable (one whose file lost committed bytes is sealed).
+    fn active(
+        &mut self,
+        bucket: u64,
+        exclude: Option<u64>,
+        seals: &mut Vec<u64>,
+    ) -> Result<Option<Active>> {
+        if let Some(a) = self.cache.open.get(&bucket) {
+            if Some(a.id) == exclude {
+                return Ok(None);
+            }
+            return Ok(Some(Active {
+                id: a.id,
+                len: a.len,
+                file: a.file.clone(),
+            }));
+        }
+        let found: Option<(i64, i64)> = self
+            .index
+            .conn
+            .prepare_cached(&format!(
+                "SELECT id, len FROM segments WHERE bucket = ?1 AND state = {OPEN}
+                 ORDER BY id DESC LIMIT 1"
+            ))
+            .and_then(|mut s| {
+                s.query_row([to_i64(bucket)], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.index.err("find the open segment of a window", e))?;
+        let Some((id, len)) = found else {
+            return Ok(None);
+        };
+        let (id, len) = (
+            u64::try_from(id).unwrap_or(0),
+            u64::try_from(len).unwrap_or(0),
+        );
+        if Some(id) == exclude {
+            return Ok(None);
+        }
+        let path = self.dir.path(id);
+        let file: Arc<dyn FileHandle> = match self.dir.fs().open_rw(&path, false, 0) {
+            Ok(f) => Arc::from(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                warn!(segment = id, "open segment's file is missing; sealing it");
+                seals.push(id);
+                return Ok(None);
+            }
+            Err(e) => return Err(StorageError::io("open segment", path, e)),
+        };
+        let actual = file
+            .len()
+            .map_err(|e| StorageError::io("read the length of segment", &path, e))?;
+        if actual < len {
+            warn!(
+                segment = id,
+                actual,
+                committed = len,
+                "segment lost committed bytes; sealing it"
+            );
+            seals.push(id);
+            return Ok(None);
+        }
+        if actual > len {
+            // A crashed writer's uncommitted tail: never read, cut before appending.
+            file.set_len(len)
+                .map_err(|e| StorageError::io("cut an uncommitted tail of segment", &path, e))?;
+        }
+        self.cache.open.insert(
+            bucket,
+            Active {
+                id,
+                len,
+                file: file.clone(),
+            },
+        );
+        Ok(Some(Active { id, len, file }))
+    }
+
+    /// Creates a new, empty segment of window `bucket`: its file (exclusively), the
+    /// directory synced, then its row committed on its own, empty. A crash before that
+    /// commit leaves an empty file the index does not know, which repair removes; after
+    /// it, an empty segment that later saves append to.
+    fn new_segment(&mut self, bucket: u64) -> Result<(u64, Arc<dyn FileHandle>)> {
+        for _ in 0..1000 {
+            let id = self.cache.next_seg;
+            self.cache.next_seg += 1;
+            let path = self.dir.path(id);
+            let file = match self.dir.fs().open_rw(&path, true, self.dir.modes().file) {
+                Ok(f) => Arc::<dyn FileHandle>::from(f),
+                // A leftover the index does not know (recover reports it): skip its id.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(StorageError::io("create segment", path, e)),
+            };
+            let segs = self.dir.segs();
+            if let Err(e) = self.dir.fs().sync_dir(segs) {
+                self.poison
+                    .set(format!("fsync of directory {} failed: {e}", segs.display()));
+                let _ = self.dir.fs().remove_file(&path);
+                return Err(StorageError::io("fsync segments directory", segs, e));
+            }
+            let registered = self.txn(|w| {
+                w.exec(
+                    &format!(
+                        "INSERT INTO segments (id, bucket, state, len, live_count, live_bytes,
+                            dead_bytes, newest) VALUES (?1, ?2, {OPEN}, 0, 0, 0, 0, NULL)"
+                    ),
+                    params![to_i64(id), to_i64(bucket)],
+                    &format!("register segment {id}"),
+                )?;
+                Ok(((), true))
+            });
+            if let Err(e) = registered {
+                let _ = self.dir.fs().remove_file(&path);
+                return Err(e);
+            }
+            self.cache.open.insert(
+                bucket,
+                Active {
+                    id,
+                    len: 0,
+                    file: file.clone(),
+                },
+            );
+            return Ok((id, file));
+        }
+        Err(StorageError::io(
+            "create segment",
+            self.dir.segs(),
+            std::io::Error::other("1000 segment names in a row are taken"),
+        ))
+    }
+
+    /// Writes and syncs every staged buffer (each segment in one positioned write, the
+    /// syncs in parallel). A failed sync poisons the store.
+    fn write_staged(&self, staged: &[Staged]) -> Result<()> {
+        let touched: Vec<&Staged> = staged.iter().filter(|s| !s.buf.is_empty()).collect();
+        for s in &touched {
+            s.file
+                .write_at(s.start, &s.buf)
+                .map_err(|e| StorageError::io("append to segment", self.dir.path(s.id), e))?;
+        }
+        let synced = par_map(&touched, 8, |s| s.file.sync_data());
+        for (s, r) in touched.iter().zip(synced) {
+            if let Err(e) = r {
+                let path = self.dir.path(s.id);
+                self.poison
+                    .set(format!("fdatasync of {} failed: {e}", path.display()));
+                return Err(StorageError::io("fdatasync segment", path, e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes what an uncommitted command wrote: cuts the segments back to their committed
+    /// lengths. Best effort: what remains is past a committed length, never read, and cut
+    /// before the next append or at the next open.
+    fn roll_back(&mut self, staged: &[Staged]) {
+        for s in staged.iter().filter(|s| !s.buf.is_empty()) {
+            self.cache.open.retain(|_, a| a.id != s.id);
+            if let Err(e) = s.file.set_len(s.start) {
+                debug!(segment = s.id, error = %e, "segment not cut back after a failure");
+            }
+        }
+    }
+
+    /// Records the staged segments' new lengths and newest timestamps, and the seals.
+    fn account_staged(&self, staged: &[Staged], seals: &[u64]) -> Result<()> {
+        for s in staged.iter().filter(|s| !s.buf.is_empty()) {
+            self.exec(
+                "UPDATE segments SET len = ?2,
+                    newest = CASE WHEN newest IS NULL OR newest < ?3 THEN ?3 ELSE newest END
+                 WHERE id = ?1",
+                params![to_i64(s.id), to_i64(s.end()), s.newest],
+                &format!("account segment {}", s.id),
+            )?;
+        }
+        for seg in seals {
+            self.exec(
+                &format!("UPDATE segments SET state = {SEALED} WHERE id = ?1 AND state = {OPEN}"),
+                params![to_i64(*seg)],
+                &format!("seal segment {seg}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// After a commit: the staged segments are the open ones of their windows, as
+    /// committed (full or sealed ones are forgotten).
+    fn remember(&mut self, staged: Vec<Staged>, seals: &[u64]) {
+        for s in staged {
+            if s.full || seals.contains(&s.id) {
+                self.cache.open.retain(|_, a| a.id != s.id);
+                continue;
+            }
+            let len = s.end();
+            self.cache.open.insert(
+                s.bucket,
+                Active {
+                    id: s.id,
+                    len,
+                    file: s.file,
+                },
+            );
+        }
+    }
+
+    fn save_all(&mut self, group: &[&[Tx]]) -> Result<()> {
+        self.poison.check()?;
+        let lock = self.lock.clone();
+        let _g = hold(
+            &lock,
+            &self.index,
+            &self.dir,
+            &mut self.repaired,
+            &mut self.cache,
+        )?;
+        self.finish_drops()?;
+        self.compact_step()?;
+        if let Some(tx) = group
+            .iter()
+            .flat_map(|t| t.iter())
+            .find(|t| t.holder_id.len() > record::MAX_HOLDER)
+        {
+            return Err(StorageError::Meta {
+                what: format!("save tx {}", tx.tx_id),
+                path: self.dir.base().to_owned(),
+                source: format!(
+                    "holder_id is {} bytes; a segments store takes at most {}",
+                    tx.holder_id.len(),
+                    record::MAX_HOLDER
+                )
+                .into(),
+            });
+        }
+        let started = std::time::Instant::now();
+        let mut staged: Vec<Staged> = Vec::new();
+        let mut seals: Vec<u64> = Vec::new();
+        let mut placed: Vec<Row> = Vec::new();
+        let mut seq = self.cache.next_seq;
+        let mut encoded = started;
+        let res = (|| -> Result<()> {
+            for txs in group {
+                let count = u32::try_from(txs.len()).unwrap_or(u32::MAX);
+                for (pos, tx) in txs.iter().enumerate() {
+                    let bucket = self.bucket(tx.timestamp);
+                    let len = record::record_len(
+                        tx.tx_id.as_str().len(),
+                        tx.holder_id.len(),
+                        tx.payload.len() as u64,
+                    );
+                    let (i, off) = self.place(&mut staged, &mut seals, bucket, len, None)?;
+                    let sha = record::sha256(&tx.payload);
+                    let pos = u32::try_from(pos).unwrap_or(u32::MAX);
+                    record::encode(&mut staged[i].buf, tx, &sha, seq, count, pos);
+                    seq += 1;
+                    staged[i].newest = staged[i].newest.max(tx.timestamp);
+                    placed.push(Row {
+                        tx_id: tx.tx_id.to_string(),
+                        seg: staged[i].id,
+                        off,
+                        size: tx.payload.len() as u64,
+                        timestamp: tx.timestamp,
+                        holder_id: tx.holder_id.clone(),
+                        hash: sha,
+                    });
+                }
+            }
+            encoded = std::time::Instant::now();
+            self.write_staged(&staged)
+        })();
+        if let Err(e) = res {
+            self.roll_back(&staged);
+            return Err(e);
+        }
+        let synced = std::time::Instant::now();
+        self.cache.next_seq = seq;
+        let committed = self.txn(|w| {
+            let mut deltas: HashMap<u64, Delta> = HashMap::new();
+            for r in &placed {
+                if let Some(old) = w.get_row(&r.tx_id)? {
+                    kill(&mut deltas, &old);
+                }
+                w.insert_row(r)?;
+                let d = deltas.entry(r.seg).or_default();
+                d.live_count += 1;
+                d.live_bytes += to_i64(r.record_len());
+            }
+            w.account_staged(&staged, &seals)?;
+            Ok((w.apply_deltas(&deltas)?, true))
+        });
+        match committed {
+            Ok(dropped) => {
+                debug!(
+                    records = placed.len(),
+                    segments = staged.len(),
+                    encode_us = (encoded - started).as_micros() as u64,
+                    write_sync_us = (synced - encoded).as_micros() as u64,
+                    commit_us = synced.elapsed().as_micros() as u64,
+                    "group committed"
+                );
+                self.remember(staged, &seals);
+                self.after_commit(&dropped, false)
+            }
+            Err(e) => {
+                self.roll_back(&staged);
+                self.cache.valid = false;
+                Err(e)
+            }
+        }
+    }
+
+    fn insert_row(&self, r: &Row) -> Result<()> {
+        self.index
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO records (tx_id, seg, off, size, timestamp, holder_id, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.tx_id,
+                    to_i64(r.seg),
+                    to_i64(r.off),
+                    to_i64(r.size),
+                    r.timestamp,
+                    r.holder_id,
+                    &r.hash[..]
+                ])
+            })
+            .map(drop)
+            .map_err(|e| self.index.err(format!("insert row of tx {}", r.tx_id), e))
+    }
+
+    /// The segment to compact next, if any is more than half dead (or has no live record).
+    fn compaction_candidate(&mut self) -> Result<Option<SegRow>> {
+        if let Some(c) = &self.cache.compaction {
+            return Ok(c.clone());
+        }
+        let c: Option<SegRow> = self
+            .index
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM segments
+                 WHERE state < {DROPPED} AND len > 0
+                   AND (live_count = 0 OR dead_bytes > live_bytes)
+                 ORDER BY dead_bytes DESC, id LIMIT 1",
+                index::SEG_COLS
+            ))
+            .and_then(|mut s| s.query_row([], index::seg_from).optional())
+            .map_err(|e| self.index.err("find a segment to compact", e))?;
+        self.cache.compaction = Some(c.clone());
+        Ok(c)
+    }
+
+    /// One bounded compaction step, when a segment is more than half dead: its live
+    /// records (up to [`STEP_RECORDS`] / [`STEP_BYTES`]) are read, verified, appended to
+    /// the open segment of their window (never the source, which is sealed), synced, and
+    /// their rows moved in one commit; a segment left without a live record is dropped.
+    /// A record that fails its checks is quarantined (never copied, never served).
+    fn compact_step(&mut self) -> Result<()> {
+        let Some(src) = self.compaction_candidate()? else {
+            return Ok(());
+        };
+        let rows = self.index.rows_of_segment(src.id, 0, STEP_RECORDS)?;
+        if rows.is_empty() {
+            let dropped = self.txn(|w| {
+                // No row points here, whatever the counters said: set them right, drop it.
+                w.exec(
+                    "UPDATE segments SET live_count = 0, live_bytes = 0 WHERE id = ?1",
+                    params![to_i64(src.id)],
+                    "account segment",
+                )?;
+                let d = if w.drop_if_empty(src.id)? {
+                    vec![src.id]
+                } else {
+                    Vec::new()
+                };
+                Ok((d, true))
+            })?;
+            self.cache.compaction = None;
+            return self.after_commit(&dropped, false);
+        }
+        let src_path = self.dir.path(src.id);
+        let file = match reader::open_segment(&self.dir, src.id) {
+            Ok(f) => f,
+            Err(Problem::Io(e)) => return Err(StorageError::io("open segment", src_path, e)),
+            // Missing or not a file: recover's business (it drops or quarantines the rows);
+            // compaction leaves the segment alone until then.
+            Err(_) => {
+                self.cache.compaction = Some(None);
+                return Ok(());
+            }
+        };
+        let mut good: Vec<(Row, Vec<u8>)> = Vec::new();
+        let mut bad: Vec<(Row, Vec<u8>, String)> = Vec::new();
+        let mut bytes = 0u64;
+        for row in rows {
+            if bytes >= STEP_BYTES {
+                break;
+            }
+            let len = usize::try_from(row.record_len()).unwrap_or(usize::MAX);
+            let data = crate::fs::read_exact_at(&*file, row.off, len)
+                .map_err(|e| StorageError::io("read segment", &src_path, e))?;
+            bytes += row.record_len();
+            match reader::check_bytes(&data, &row, &src_path) {
+                Ok(()) => good.push((row, data)),
+                Err(Problem::Corrupt(why)) => bad.push((row, data, why)),
+                Err(Problem::Io(e)) => return Err(StorageError::io("read segment", src_path, e)),
+                Err(Problem::Missing) => return Ok(()),
+            }
+        }
+        // Quarantine first (durably): a crash before the commit leaves a copy in
+        // quarantine and the row in place, never a row dropped without its bytes kept.
+        for (row, data, why) in &bad {
+            let note = super::recover::note(row, &src_path, why);
+            self.dir.quarantine_bytes(&row.tx_id, Some(data), &note)?;
+        }
+        let mut staged: Vec<Staged> = Vec::new();
+        let mut seals: Vec<u64> = vec![src.id];
+        let mut moved: Vec<(Row, u64, u64)> = Vec::new();
+        let res = (|| -> Result<()> {
+            for (row, data) in &good {
+                let (i, off) = self.place(
+                    &mut staged,
+                    &mut seals,
+                    src.bucket,
+                    data.len() as u64,
+                    Some(src.id),
+                )?;
+                staged[i].buf.extend_from_slice(data);
+                staged[i].newest = staged[i].newest.max(row.timestamp);
+                moved.push((row.clone(), staged[i].id, off));
+            }
+            self.write_staged(&staged)
+        })();
+        if let Err(e) = res {
+            self.roll_back(&staged);
+            return Err(e);
+        }
+        let committed = self.txn(|w| {
+            let mut deltas: HashMap<u64, Delta> = HashMap::new();
+            for (row, seg, off) in &moved {
+                let n = w.exec(
+                    "UPDATE records SET seg = ?2, off = ?3
+                     WHERE tx_id = ?1 AND seg = ?4 AND off = ?5",
+                    params![
+                        row.tx_id,
+                        to_i64(*seg),
+                        to_i64(*off),
+                        to_i64(row.seg),
+                        to_i64(row.off)
+                    ],
+                    &format!("move the row of tx {}", row.tx_id),
+                )?;
+                let len = to_i64(row.record_len());
+                let d = deltas.entry(*seg).or_default();
+                if n > 0 {
+                    d.live_count += 1;
+                    d.live_bytes += len;
+                    kill(&mut deltas, row);
+                } else {
+                    d.dead_bytes += len;
+                }
+            }
+            for (row, _, _) in &bad {
+                let n = w.exec(
+                    "DELETE FROM records WHERE tx_id = ?1 AND seg = ?2 AND off = ?3",
+                    params![row.tx_id, to_i64(row.seg), to_i64(row.off)],
+                    &format!("drop the row of tx {}", row.tx_id),
+                )?;
+                if n > 0 {
+                    kill(&mut deltas, row);
+                }
+            }
+            w.account_staged(&staged, &seals)?;
+            Ok((w.apply_deltas(&deltas)?, true))
+        });
+        match committed {
+            Ok(dropped) => {
+                debug!(
+                    segment = src.id,
+                    moved = moved.len(),
+                    quarantined = bad.len(),
+                    "compaction step"
+                );
+                self.cache.open.retain(|_, a| a.id != src.id);
+                self.remember(staged, &seals);
+                self.after_commit(&dropped, false)
+            }
+            Err(e) => {
+                self.roll_back(&staged);
+                self.cache.valid = false;
+                Err(e)
+            }
+        }
+    }
+}

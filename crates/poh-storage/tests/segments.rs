@@ -1,0 +1,464 @@
+//! The segments engine's own promises: a torn tail is cut at the last committed record; a
+//! corrupt record in a sealed segment is found exactly, quarantined (bytes and a note) and
+//! never served; a missing segment's rows are noted and dropped; a segment the index does
+//! not know is quarantined, never deleted; an expired time window goes as a whole file;
+//! compaction gives dead space back without losing a live tx; a failed index commit leaves
+//! no part of a batch.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{id, tx};
+use poh_storage::{Layout, OpenOptions, ProblemKind, RecoverReport, StorageError, StorageManager};
+use tempfile::TempDir;
+
+struct Store {
+    dir: TempDir,
+    base: PathBuf,
+    db: PathBuf,
+}
+
+impl Store {
+    fn new() -> Self {
+        let dir = TempDir::new().expect("tempdir");
+        let base = dir.path().join("data");
+        let db = base.join("poh.db");
+        Self { dir, base, db }
+    }
+
+    async fn open(&self) -> StorageManager {
+        StorageManager::open_with(
+            &self.base,
+            &self.db,
+            OpenOptions {
+                layout: Some(Layout::Segments),
+                segment_window: Some(Duration::from_secs(100)),
+                ..OpenOptions::default()
+            },
+        )
+        .await
+        .expect("open store")
+    }
+
+    fn segs(&self) -> PathBuf {
+        self.base.join("segments")
+    }
+
+    /// The segment files, sorted.
+    fn seg_files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.segs())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// (segment file, offset) of a tx's record, from the index.
+    fn location(&self, tx_id: &str) -> (PathBuf, u64) {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let (seg, off): (i64, i64) = conn
+            .query_row(
+                "SELECT seg, off FROM records WHERE tx_id = ?1",
+                [tx_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        (self.segs().join(format!("{seg:08}.seg")), off as u64)
+    }
+
+    fn quarantine(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.base.join(".quarantine")) {
+            Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn ids_of(report: &RecoverReport, kind: ProblemKind) -> BTreeSet<String> {
+    report.of_kind(kind).map(|f| f.tx_id.clone()).collect()
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut data = std::fs::read(path).unwrap();
+    data[at as usize] ^= 0x20;
+    std::fs::write(path, data).unwrap();
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_everything_committed_stays() {
+    let st = Store::new();
+    let sm = st.open().await;
+    sm.save_batch(
+        (0..5)
+            .map(|i| tx(&format!("t{i}"), 10.0, b"payload"))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    sm.close().await.unwrap();
+    let seg = st.seg_files().pop().unwrap();
+    let committed = std::fs::metadata(&seg).unwrap().len();
+    // Half a record after the last committed one, as a torn append leaves.
+    let mut data = std::fs::read(&seg).unwrap();
+    let first_record = data[..60].to_vec();
+    data.extend_from_slice(&first_record);
+    std::fs::write(&seg, &data).unwrap();
+
+    let ro = StorageManager::open_with(
+        &st.base,
+        &st.db,
+        OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let report = ro.verify().await.unwrap();
+    assert_eq!(
+        report.of_kind(ProblemKind::TornTail).count(),
+        1,
+        "{report:#?}"
+    );
+    assert_eq!(report.findings.len(), 1, "{report:#?}");
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        committed + 60,
+        "verify cuts nothing"
+    );
+    for i in 0..5 {
+        assert!(ro.load(&id(&format!("t{i}"))).await.unwrap().is_some());
+    }
+    ro.close().await.unwrap();
+
+    // A writable open cuts it at once; the next save appends after the committed records.
+    let sm = st.open().await;
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), committed);
+    sm.save(tx("t5", 20.0, b"after")).await.unwrap();
+    for i in 0..6 {
+        assert!(
+            sm.load(&id(&format!("t{i}"))).await.unwrap().is_some(),
+            "t{i}"
+        );
+    }
+    assert!(sm.verify().await.unwrap().is_clean());
+    sm.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_quarantined_exactly_and_never_served() {
+    let st = Store::new();
+    let sm = st.open().await;
+    let txs: Vec<_> = (0..8)
+        .map(|i| {
+            tx(
+                &format!("t{i}"),
+                10.0 + i as f64,
+                format!("payload {i}").as_bytes(),
+            )
+        })
+        .collect();
+    sm.save_batch(txs.clone()).await.unwrap();
+    // A later window, so the first segment is not the one being appended to.
+    sm.save(tx("later", 500.0, b"later")).await.unwrap();
+    sm.close().await.unwrap();
+
+    // t2: a payload byte flipped; t5: a header byte (its holder) flipped.
+    let (seg2, off2) = st.location("t2");
+    flip(&seg2, off2 + 76 + 2 + 8 + 8 + 3);
+    let (seg5, off5) = st.location("t5");
+    flip(&seg5, off5 + 76 + 2 + 1);
+    let flipped = std::fs::read(&seg2).unwrap();
+
+    let sm = st.open().await;
+    for t in &txs {
+        let got = sm.load(&t.tx_id).await;
+        if ["t2", "t5"].contains(&t.tx_id.as_str()) {
+            let err = got.unwrap_err();
+            assert!(
+                matches!(&err, StorageError::Integrity { tx_id, .. } if tx_id == t.tx_id.as_str()),
+                "{err}"
+            );
+            assert!(err.to_string().contains(t.tx_id.as_str()), "{err}");
+        } else {
+            assert_eq!(got.unwrap().as_ref(), Some(t));
+        }
+    }
+    let bad: BTreeSet<String> = ["t2", "t5"].iter().map(|s| s.to_string()).collect();
+    let before = common::snapshot::snapshot(st.dir.path());
+    let report = sm.verify().await.unwrap();
+    assert_eq!(
+        common::snapshot::snapshot(st.dir.path()),
+        before,
+        "verify changed nothing"
+    );
+    assert_eq!(ids_of(&report, ProblemKind::Corrupt), bad, "{report:#?}");
+    assert_eq!(report.findings.len(), 2, "{report:#?}");
+    assert_eq!((report.rows_checked, report.rows_ok), (9, 7));
+
+    let report = sm.recover(false).await.unwrap();
+    assert_eq!(ids_of(&report, ProblemKind::Corrupt), bad, "{report:#?}");
+    for f in &report.findings {
+        assert!(f.action.starts_with("quarantined to"), "{f:?}");
+    }
+    // Each record is kept as found, with a note naming the tx, the segment and the problem.
+    let q = st.quarantine();
+    assert_eq!(q.len(), 4, "{q:?}");
+    let mut noted = BTreeSet::new();
+    for p in q
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        let note: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        let tx_id = note["tx_id"].as_str().unwrap().to_owned();
+        assert!(
+            note["segment"].as_str().unwrap().ends_with(".seg"),
+            "{note}"
+        );
+        assert!(!note["problem"].as_str().unwrap().is_empty());
+        let kept = std::fs::read(p.with_extension("bin")).unwrap();
+        if tx_id == "t2" {
+            let off = note["offset"].as_u64().unwrap() as usize;
+            assert_eq!(
+                kept,
+                flipped[off..off + kept.len()].to_vec(),
+                "kept as found"
+            );
+        }
+        noted.insert(tx_id);
+    }
+    assert_eq!(noted, bad);
+    // Never served again; everything else intact; the store clean.
+    for t in &txs {
+        let got = sm.load(&t.tx_id).await.unwrap();
+        if bad.contains(t.tx_id.as_str()) {
+            assert_eq!(got, None);
+        } else {
+            assert_eq!(got.as_ref(), Some(t));
+        }
+    }
+    assert_eq!(sm.stats().await.unwrap().count, 7);
+    assert!(sm.verify().await.unwrap().is_clean());
+    sm.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_segment_drops_its_rows_with_notes_and_keeps_the_rest() {
+    let st = Store::new();
+    let sm = st.open().await;
+    sm.save_batch(vec![tx("old", 10.0, b"x"), tx("new", 510.0, b"y")])
+        .await
+        .unwrap();
+    sm.close().await.unwrap();
+    let (seg, _) = st.location("old");
+    std::fs::remove_file(&seg).unwrap();
+    let sm = st.open().await;
+    let err = sm.load(&id("old")).await.unwrap_err();
+    assert!(matches!(err, StorageError::PayloadMissing { .. }), "{err}");
+    let report = sm.recover(false).await.unwrap();
+    assert_eq!(
+        ids_of(&report, ProblemKind::MissingPayload),
+        ["old".to_owned()].into()
+    );
+    assert!(
+        report.findings[0]
+            .action
+            .starts_with("dropped row (noted in ")
+    );
+    assert_eq!(sm.load(&id("old")).await.unwrap(), None);
+    assert_eq!(sm.load(&id("new")).await.unwrap().unwrap().payload, b"y");
+    assert!(sm.verify().await.unwrap().is_clean());
+    sm.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_segment_the_index_does_not_know_is_quarantined_never_deleted() {
+    let st = Store::new();
+    let sm = st.open().await;
+    sm.save(tx("a", 10.0, b"x")).await.unwrap();
+    sm.close().await.unwrap();
+    let stray = st.segs().join("00099999.seg");
+    let empty = st.segs().join("00099998.seg");
+    std::fs::write(&stray, b"whatever it holds").unwrap();
+    std::fs::write(&empty, b"").unwrap();
+    let sm = st.open().await; // open-time repair
+    assert!(!stray.exists() && !empty.exists());
+    let kept: Vec<PathBuf> = st
+        .quarantine()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), b"whatever it holds");
+    assert!(sm.verify().await.unwrap().is_clean());
+    sm.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn expired_windows_go_as_whole_files_and_partly_expired_ones_hide_their_txs() {
+    let st = Store::new();
+    let sm = st.open().await;
+    // Windows of 100 s: 0-99 (10 txs), 100-199 (10), 200-299 (10: half expired below).
+    let txs = (0..30)
+        .map(|i| tx(&format!("t{i:02}"), 10.0 * i as f64, b"p"))
+        .collect();
+    sm.save_batch(txs).await.unwrap();
+    assert_eq!(st.seg_files().len(), 3);
+    let gone = sm.delete_expired(1000.0, 750.0, 1000).await.unwrap();
+    // now - ts > 750  <=>  ts < 250: t00..t24.
+    assert_eq!(gone.len(), 25, "{gone:?}");
+    assert_eq!(st.seg_files().len(), 1, "two whole windows unlinked");
+    for i in 0..30 {
+        let got = sm.load(&id(&format!("t{i:02}"))).await.unwrap();
+        assert_eq!(got.is_some(), i >= 25, "t{i:02}");
+    }
+    assert_eq!(sm.stats().await.unwrap().count, 5);
+    // Nothing left to expire: a pass changes nothing.
+    assert!(
+        sm.delete_expired(1000.0, 750.0, 1000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The last window goes too once all of it is expired.
+    let gone = sm.delete_expired(2000.0, 750.0, 1000).await.unwrap();
+    assert_eq!(gone.len(), 5);
+    assert!(st.seg_files().is_empty(), "{:?}", st.seg_files());
+    assert!(sm.verify().await.unwrap().is_clean());
+    sm.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_future_timestamp_gets_its_own_segment_and_pins_nothing() {
+    let st = Store::new();
+    let sm = st.open().await;
+    sm.save_batch(vec![
+        tx("now", 1_000.0, b"n"),
+        tx("future", 90_000_000_000.0, b"f"),
+        tx("ancient", 1.0, b"a"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(st.seg_files().len(), 3);
+    let gone = sm.delete_expired(5_000.0, 3_000.0, 1000).await.unwrap();
+    let gone: BTreeSet<String> = gone.into_iter().collect();
+    assert_eq!(gone, ["ancient".to_owned(), "now".to_owned()].into());
+    assert_eq!(
+        st.seg_files().len(),
+        1,
+        "only the future tx's segment stays"
+    );
+    sm.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn compaction_gives_dead_space_back_and_keeps_every_live_tx() {
+    let st = Store::new();
+    let sm = st.open().await;
+    let payload = vec![7u8; 4096];
+    for round in 0..20 {
+        let txs = (0..10)
+            .map(|i| tx(&format!("t{i}"), 10.0 + round as f64, &payload))
+            .collect();
+        sm.save_batch(txs).await.unwrap();
+    }
+    sm.delete(&id("t9")).await.unwrap();
+    let total: u64 = st
+        .seg_files()
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    // 9 live records of ~4.2 KB; without compaction 200 records (~840 KB) would remain.
+    assert!(total < 4 * 9 * 4200, "{total} bytes on disk for 9 live txs");
+    for i in 0..9 {
+        let got = sm.load(&id(&format!("t{i}"))).await.unwrap().unwrap();
+        assert_eq!((got.payload.len(), got.timestamp), (4096, 29.0));
+    }
+    assert_eq!(sm.load(&id("t9")).await.unwrap(), None);
+    assert!(sm.verify().await.unwrap().is_clean());
+    sm.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_index_commit_leaves_no_part_of_the_batch() {
+    let st = Store::new();
+    let sm = st.open().await;
+    let old = tx("x", 10.0, b"old x");
+    sm.save(old.clone()).await.unwrap();
+    let conn = rusqlite::Connection::open(&st.db).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.tx_id = 'bad'
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    )
+    .unwrap();
+    drop(conn);
+    let sizes = |st: &Store| -> Vec<u64> {
+        st.seg_files()
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .collect()
+    };
+    let before = sizes(&st);
+    let err = sm
+        .save_batch(vec![
+            tx("p", 20.0, b"p"),
+            tx("x", 21.0, b"new x"),
+            tx("bad", 22.0, b"bad"),
+            tx("r", 23.0, b"r"),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Meta { .. }), "{err}");
+    assert!(err.to_string().contains("bad"), "names the tx: {err}");
+    for i in ["p", "bad", "r"] {
+        assert!(!sm.exists(&id(i)).await.unwrap(), "{i}");
+    }
+    assert_eq!(sm.load(&id("x")).await.unwrap(), Some(old));
+    assert_eq!(sizes(&st), before, "the appended records were cut back");
+    assert!(sm.verify().await.unwrap().is_clean());
+    sm.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn links_at_the_stores_own_names_are_never_followed() {
+    let st = Store::new();
+    let sm = st.open().await;
+    sm.save(tx("a", 10.0, b"x")).await.unwrap();
+    sm.close().await.unwrap();
+    let outside = st.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+
+    // A segment file replaced by a link: never read through it, quarantined as corrupt.
+    let (seg, _) = st.location("a");
+    std::fs::copy(&seg, outside.join("copy.seg")).unwrap();
+    std::fs::remove_file(&seg).unwrap();
+    std::os::unix::fs::symlink(outside.join("copy.seg"), &seg).unwrap();
+    let sm = st.open().await;
+    let err = sm.load(&id("a")).await.unwrap_err();
+    assert!(matches!(err, StorageError::Integrity { .. }), "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    sm.close().await.unwrap();
+
+    // The segments directory or the layout record replaced by a link: refused at open.
+    let segs = st.segs();
+    std::fs::rename(&segs, outside.join("segs")).unwrap();
+    std::os::unix::fs::symlink(outside.join("segs"), &segs).unwrap();
+    let err = StorageManager::open(&st.base, &st.db).await.unwrap_err();
+    assert!(matches!(err, StorageError::BadStoreEntry { .. }), "{err}");
+    std::fs::remove_file(&segs).unwrap();
+    std::fs::rename(outside.join("segs"), &segs).unwrap();
+    let layout = st.base.join(poh_storage::LAYOUT_FILE);
+    std::fs::rename(&layout, outside.join("layout")).unwrap();
+    std::os::unix::fs::symlink(outside.join("layout"), &layout).unwrap();
+    let err = StorageManager::open(&st.base, &st.db).await.unwrap_err();
+    assert!(matches!(err, StorageError::BadStoreEntry { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        2,
+        "nothing outside changed"
+    );
+}
