@@ -499,7 +499,8 @@ fn random_payloads_round_trip_on(layout: Layout) {
             },
         )
         .expect("property");
-    assert!(rt.block_on(sm.verify()).expect("verify").is_clean());
+    let report = rt.block_on(sm.verify()).expect("verify");
+    assert!(report.is_clean(), "{layout:?}: {report:#?}");
 }
 
 /// Any string as a tx_id is either rejected (and nothing is written) or round-trips, with
