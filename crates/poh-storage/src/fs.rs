@@ -347,6 +347,31 @@ impl FileHandle for RealFile {
     }
 }
 
+/// True if `dir`, one of a store's own directories, exists as a real directory; false if
+/// it does not exist; an error naming it if it is a link, a file or anything else (the
+/// store never follows or replaces what was planted there). Every engine checks its own
+/// directories with this.
+pub(crate) fn own_dir(fs: &dyn FileSystem, dir: &Path) -> crate::error::Result<bool> {
+    use crate::error::StorageError;
+    match fs.kind(dir) {
+        Ok(EntryKind::Dir) => Ok(true),
+        Ok(kind) => Err(StorageError::BadStoreEntry {
+            path: dir.to_owned(),
+            why: format!(
+                "the store's own directory is {}, not a directory; the store never \
+                 follows or replaces it",
+                match kind {
+                    EntryKind::Symlink => "a symbolic link",
+                    EntryKind::File => "a regular file",
+                    _ => "a special file",
+                }
+            ),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StorageError::io("inspect", dir, e)),
+    }
+}
+
 /// The error [`FileSystem::read`] returns for something that is not a regular file.
 pub fn not_regular(path: &Path) -> io::Error {
     io::Error::new(

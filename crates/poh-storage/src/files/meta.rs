@@ -388,20 +388,28 @@ impl MetaBackend for SqliteBackend {
     }
 }
 
+/// The database's `PRAGMA user_version`, refused as [`StorageError::SchemaTooNew`] when
+/// it is newer than `supported` (a newer poh-store wrote it). Every engine's schema
+/// check starts here.
+pub(crate) fn schema_version(conn: &Connection, path: &Path, supported: i64) -> Result<i64> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| meta_err(path, "read schema version", e))?;
+    if version > supported {
+        return Err(StorageError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported,
+        });
+    }
+    Ok(version)
+}
+
 /// Brings a database of any earlier version (including the prototype's, version 0) to
 /// [`SCHEMA_VERSION`] in one transaction. Idempotent; a no-op when current.
 fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     let err = |what: &str, e: rusqlite::Error| meta_err(path, what, e);
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| err("read schema version (is this a SQLite database?)", e))?;
-    if version > SCHEMA_VERSION {
-        return Err(StorageError::SchemaTooNew {
-            path: path.to_owned(),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    let version = schema_version(conn, path, SCHEMA_VERSION)?;
     if version == SCHEMA_VERSION {
         return Ok(());
     }

@@ -170,23 +170,7 @@ impl PayloadStore {
     /// True if the store's own directory `dir` exists as a real directory, false if it
     /// does not exist; an error naming it if it is a link, a file or anything else.
     fn own_dir(&self, dir: &Path) -> Result<bool> {
-        match self.fs.kind(dir) {
-            Ok(EntryKind::Dir) => Ok(true),
-            Ok(kind) => Err(StorageError::BadStoreEntry {
-                path: dir.to_owned(),
-                why: format!(
-                    "the store's own directory is {}, not a directory; the store never \
-                     follows or replaces it",
-                    match kind {
-                        EntryKind::Symlink => "a symbolic link",
-                        EntryKind::File => "a regular file",
-                        _ => "a special file",
-                    }
-                ),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StorageError::io("inspect", dir, e)),
-        }
+        crate::fs::own_dir(&*self.fs, dir)
     }
 
     /// Creates `dir` (and its parents) if nothing is there; true if it was created.

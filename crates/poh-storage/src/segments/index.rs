@@ -32,7 +32,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::engine::{MetaRow, Stats};
 use crate::error::{Result, StorageError};
-use crate::files::meta::{SqliteBackend, cutoff, meta_err};
+use crate::files::meta::{SqliteBackend, cutoff, meta_err, schema_version};
 
 /// Schema version of the segments index.
 pub(crate) const SCHEMA_VERSION: i64 = 1;
@@ -225,16 +225,7 @@ impl IndexDb {
 
 fn create_schema(conn: &Connection, path: &Path) -> Result<()> {
     let err = |what: &str, e: rusqlite::Error| meta_err(path, what, e);
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| err("read schema version (is this a SQLite database?)", e))?;
-    if version > SCHEMA_VERSION {
-        return Err(StorageError::SchemaTooNew {
-            path: path.to_owned(),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    let version = schema_version(conn, path, SCHEMA_VERSION)?;
     if version == SCHEMA_VERSION {
         return check_schema(conn, path);
     }
@@ -300,17 +291,7 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<()> {
                 .into(),
         });
     }
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| meta_err(path, "read schema version", e))?;
-    if version > SCHEMA_VERSION {
-        return Err(StorageError::SchemaTooNew {
-            path: path.to_owned(),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    Ok(())
+    schema_version(conn, path, SCHEMA_VERSION).map(drop)
 }
 
 /// One connection to the index.
