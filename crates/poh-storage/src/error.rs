@@ -176,6 +176,16 @@ pub enum StorageError {
         asked: String,
     },
 
+    /// A database URL that cannot be used (`--db postgres://...`); shown without its
+    /// password.
+    #[error("bad database URL {url}: {why}")]
+    BadUrl {
+        /// The URL, password removed.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+
     /// The save passed its commit point (the rows are durable and each payload is
     /// durable in `.tmp/`) but moving the payloads into place failed. The txs are saved:
     /// loads return them, and the next open or `recover` finishes the move.

@@ -34,6 +34,10 @@ pub enum Layout {
     /// Append-only segment files, one per time window, of self-describing checksummed
     /// records, with an SQLite index (see docs/design.md, section 7).
     Segments,
+    /// A PostgreSQL database (`--db postgres://...`): one table range-partitioned by
+    /// time window (see docs/design.md, section 8). Chosen by the database URL, never
+    /// recorded in a directory.
+    Postgres,
 }
 
 impl Layout {
@@ -42,6 +46,7 @@ impl Layout {
         match self {
             Layout::Files => "files",
             Layout::Segments => "segments",
+            Layout::Postgres => "postgres",
         }
     }
 }
@@ -59,8 +64,9 @@ impl std::str::FromStr for Layout {
         match s {
             "files" => Ok(Layout::Files),
             "segments" => Ok(Layout::Segments),
+            "postgres" => Ok(Layout::Postgres),
             other => Err(format!(
-                "unknown layout {other:?}: expected \"files\" or \"segments\""
+                "unknown layout {other:?}: expected \"files\", \"segments\" or \"postgres\""
             )),
         }
     }
@@ -133,6 +139,7 @@ fn parse(data: &[u8]) -> std::result::Result<Recorded, String> {
     let window_secs = match layout {
         Layout::Segments => window.ok_or("no window_secs line")?,
         Layout::Files => window.unwrap_or(0),
+        Layout::Postgres => return Err("a directory cannot hold a postgres store".into()),
     };
     Ok(Recorded {
         layout,

@@ -47,6 +47,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod dburl;
 mod engine;
 mod error;
 mod files;
@@ -58,9 +59,12 @@ mod migrate;
 mod options;
 mod par;
 mod poison;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod report;
 mod segments;
 
+pub use dburl::{is_database_url, redact_url};
 pub use engine::{MetaRow, Stats};
 pub use error::{Result, StorageError, error_chain};
 pub use files::names::{check_db_path, check_output_path, is_store_path};

@@ -90,6 +90,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 /// record is a flat-file one), or for a new store the one `opts` asks for (flat files by
 /// default). An explicit layout that differs from an existing store's is refused.
 fn open_engine(base: PathBuf, db: PathBuf, opts: &OpenOptions) -> Result<Arc<dyn Engine>> {
+    if let Some(url) = db.to_str().filter(|s| crate::dburl::is_url_str(s)) {
+        return open_database(url, base, opts);
+    }
+    if opts.layout == Some(Layout::Postgres) {
+        return Err(StorageError::BadUrl {
+            url: db.display().to_string(),
+            why: "the postgres layout keeps a store in a PostgreSQL database: give --db \
+                  postgres://user@host/dbname"
+                .into(),
+        });
+    }
     let recorded = layout::read(&*opts.fs, &base)?;
     let layout = match (recorded, opts.layout) {
         (Some(rec), Some(asked)) if rec.layout != asked => {
@@ -106,6 +117,35 @@ fn open_engine(base: PathBuf, db: PathBuf, opts: &OpenOptions) -> Result<Arc<dyn
     Ok(match layout {
         Layout::Files => Arc::new(FilesEngine::open(base, db, opts)?),
         Layout::Segments => Arc::new(SegmentsEngine::open(base, db, opts, recorded)?),
+        Layout::Postgres => {
+            return Err(StorageError::NotAStore {
+                path: base,
+                why: "a directory cannot hold a postgres store".into(),
+            });
+        }
+    })
+}
+
+/// Opens the PostgreSQL store in the database `url` names (`base` is kept only to be
+/// reported back). A local layout asked for explicitly is refused.
+#[cfg(feature = "postgres")]
+fn open_database(url: &str, base: PathBuf, opts: &OpenOptions) -> Result<Arc<dyn Engine>> {
+    if let Some(asked) = opts.layout.filter(|l| *l != Layout::Postgres) {
+        return Err(StorageError::LayoutMismatch {
+            path: PathBuf::from(crate::dburl::redact_url(url)),
+            found: Layout::Postgres.name().into(),
+            asked: asked.name().into(),
+        });
+    }
+    Ok(Arc::new(crate::postgres::PgEngine::open(url, base, opts)?))
+}
+
+/// Without the `postgres` feature a database URL is refused, saying why.
+#[cfg(not(feature = "postgres"))]
+fn open_database(url: &str, _base: PathBuf, _opts: &OpenOptions) -> Result<Arc<dyn Engine>> {
+    Err(StorageError::BadUrl {
+        url: crate::dburl::redact_url(url),
+        why: "this build of poh-storage has no PostgreSQL engine (the `postgres` feature)".into(),
     })
 }
 

@@ -44,6 +44,10 @@ pub struct OpenOptions {
     /// creates (default 1 h; whole seconds, at least 1). Recorded in the store; naming a
     /// different width for an existing store is refused like a layout mismatch.
     pub segment_window: Option<Duration>,
+    /// PostgreSQL stores only: detach wholly expired partitions (kept as tables named
+    /// `poh_expired_<window>`, for an operator to archive and drop) instead of dropping
+    /// them (default false).
+    pub detach_expired: bool,
     /// Input limits applied to saves.
     pub limits: Limits,
     /// The file system payloads live on (tests substitute a simulated one).
@@ -60,6 +64,7 @@ impl Default for OpenOptions {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             layout: None,
             segment_window: None,
+            detach_expired: false,
             limits: Limits::default(),
             fs: Arc::new(RealFs),
         }
@@ -76,6 +81,7 @@ impl std::fmt::Debug for OpenOptions {
             .field("lock_timeout", &self.lock_timeout)
             .field("layout", &self.layout)
             .field("segment_window", &self.segment_window)
+            .field("detach_expired", &self.detach_expired)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }

@@ -18,6 +18,7 @@
 
 pub mod ext4;
 pub mod hostile;
+pub mod pg;
 pub mod require;
 pub mod sim;
 pub mod sim_store;

@@ -190,6 +190,11 @@ fn effective_uid() -> Result<u32, String> {
         .ok_or_else(|| "no effective uid in /proc/self/status".to_owned())
 }
 
+/// The process's effective user id, if it can be read.
+pub fn euid() -> Option<u32> {
+    effective_uid().ok()
+}
+
 /// `Ok` if this process is root and can make, mount and unmount an ext4 file system on a
 /// loop device (a real, small trial); why not otherwise. Checked once per process.
 pub fn check_root_with_loop() -> Result<(), String> {
