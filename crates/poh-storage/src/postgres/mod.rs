@@ -59,6 +59,9 @@ const ATTEMPTS: u32 = 6;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Windows created ahead of the current one, so saves of fresh txs find a partition.
 const AHEAD: i64 = 2;
+/// Most window partitions made; rows of further windows go to the default partition
+/// (so txs with scattered timestamps cannot make thousands of tables).
+const MAX_PARTITIONS: usize = 2000;
 
 /// State shared by the engine and its halves.
 struct Shared {
@@ -72,6 +75,8 @@ struct Shared {
     window: i64,
     /// Buckets known to have a partition.
     buckets: Mutex<BTreeSet<i64>>,
+    /// Buckets whose rows stay in the default partition (see [`PgWriter::ensure`]).
+    unpartitioned: Mutex<BTreeSet<i64>>,
     /// Detach expired partitions (kept as `poh_expired_<bucket>`) instead of dropping them.
     detach: bool,
 }
@@ -331,6 +336,7 @@ impl PgEngine {
             shown: shown.clone(),
             window,
             buckets: Mutex::new(BTreeSet::new()),
+            unpartitioned: Mutex::new(BTreeSet::new()),
             detach: opts.detach_expired,
         };
         let found = schema::open(&shared, opts, window)?;
@@ -444,37 +450,64 @@ struct PgWriter {
 }
 
 impl PgWriter {
-    /// Makes sure a partition exists for each of `buckets` (under the DDL lock, so two
-    /// nodes never race on one).
+    /// Makes sure a partition exists for each of `buckets`, as far as one can be made
+    /// (under the DDL lock, so two nodes never race on one). A window is left to the
+    /// default partition when that partition already holds rows of it (late or
+    /// early txs that arrived before any node made the window) or when the store has
+    /// [`MAX_PARTITIONS`] windows: its rows are stored all the same and expire by row
+    /// deletes instead of a drop.
     fn ensure(&self, buckets: &BTreeSet<i64>) -> Result<()> {
         let missing: Vec<i64> = {
             let known = lock(&self.shared.buckets);
-            buckets.difference(&known).copied().collect()
+            let skip = lock(&self.shared.unpartitioned);
+            let room = MAX_PARTITIONS.saturating_sub(known.len());
+            buckets
+                .iter()
+                .filter(|b| !known.contains(b) && !skip.contains(b))
+                .take(room)
+                .copied()
+                .collect()
         };
         if missing.is_empty() {
             return Ok(());
         }
         let w = self.shared.window;
-        let created = self.shared.run("create partitions", |mut c| {
+        let (created, refused) = self.shared.run("create partitions", |mut c| {
             let missing = missing.clone();
             async move {
-                let t = c.transaction().await?;
+                let mut t = c.transaction().await?;
                 t.execute(LOCK_STORE, &[&NS_STORE, &KEY_DDL]).await?;
-                for b in &missing {
+                let (mut created, mut refused) = (Vec::new(), Vec::new());
+                for b in missing {
                     let lo = b.saturating_mul(w);
                     let hi = b.saturating_add(1).saturating_mul(w);
-                    t.batch_execute(&format!(
-                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF poh_txs \
-                         FOR VALUES FROM ({lo}) TO ({hi})",
-                        part_name(*b)
-                    ))
-                    .await?;
+                    let sp = t.savepoint("poh_window").await?;
+                    let made = sp
+                        .batch_execute(&format!(
+                            "CREATE TABLE IF NOT EXISTS {} PARTITION OF poh_txs \
+                             FOR VALUES FROM ({lo}) TO ({hi})",
+                            part_name(b)
+                        ))
+                        .await;
+                    match made {
+                        Ok(()) => {
+                            sp.commit().await?;
+                            created.push(b);
+                        }
+                        // The default partition holds rows of this window.
+                        Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
+                            sp.rollback().await?;
+                            refused.push(b);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 t.commit().await?;
-                Ok(missing)
+                Ok((created, refused))
             }
         })?;
         lock(&self.shared.buckets).extend(created);
+        lock(&self.shared.unpartitioned).extend(refused);
         Ok(())
     }
 
@@ -487,19 +520,12 @@ impl PgWriter {
         self.ensure(&(b..=b + AHEAD).collect())
     }
 
-    /// Forgets which partitions exist (one was dropped by another node meanwhile).
-    fn forget_buckets(&self) {
-        lock(&self.shared.buckets).clear();
-        if let Ok(found) = schema::buckets(&self.shared) {
-            *lock(&self.shared.buckets) = found;
-        }
-    }
-
     fn save_all(&self, txs: &[&Tx]) -> Result<()> {
         let buckets: BTreeSet<i64> = txs
             .iter()
             .map(|t| bucket(t.timestamp, self.shared.window))
             .collect();
+        self.ensure(&buckets)?;
         let keys = id_keys(txs.iter().map(|t| t.tx_id.as_str()));
         let ids: Vec<&str> = txs.iter().map(|t| t.tx_id.as_str()).collect();
         let holders: Vec<&str> = txs.iter().map(|t| t.holder_id.as_str()).collect();
@@ -510,44 +536,30 @@ impl PgWriter {
             .map(|t| i64::try_from(t.payload.len()).unwrap_or(i64::MAX))
             .collect();
         let payloads: Vec<&[u8]> = txs.iter().map(|t| t.payload.as_slice()).collect();
-        // A partition can vanish between our check and the insert (another node dropped
-        // a wholly expired window that this batch writes an already expired tx into):
-        // then look again and retry once.
-        for round in 0..2 {
-            self.ensure(&buckets)?;
-            let res = self.shared.run("save txs", |mut c| {
-                let (keys, ids, holders, stamps, hashes, sizes, payloads) = (
-                    &keys, &ids, &holders, &stamps, &hashes, &sizes, &payloads,
-                );
-                async move {
-                    let t = c.transaction().await?;
-                    t.execute(LOCK_IDS, &[&NS_ID, keys]).await?;
-                    let del = t
-                        .prepare_cached("DELETE FROM poh_txs WHERE tx_id = ANY($1::text[])")
-                        .await?;
-                    t.execute(&del, &[ids]).await?;
-                    let ins = t
-                        .prepare_cached(
-                            "INSERT INTO poh_txs (tx_id, holder_id, timestamp, storage_hash, size, payload)
-                             SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::int8[], $6::bytea[])",
-                        )
-                        .await?;
-                    t.execute(&ins, &[ids, holders, stamps, hashes, sizes, payloads])
-                        .await?;
-                    t.commit().await?;
-                    Ok(())
-                }
-            });
-            match res {
-                Err(StorageError::Meta { ref source, .. })
-                    if round == 0 && source.to_string().contains("(23514)") =>
-                {
-                    self.forget_buckets();
-                }
-                other => return other,
+        // A row whose window has no partition (never made, or dropped by another node
+        // since) lands in the default partition: a save never fails for want of one.
+        self.shared.run("save txs", |mut c| {
+            let (keys, ids, holders, stamps, hashes, sizes, payloads) =
+                (&keys, &ids, &holders, &stamps, &hashes, &sizes, &payloads);
+            async move {
+                let t = c.transaction().await?;
+                t.execute(LOCK_IDS, &[&NS_ID, keys]).await?;
+                let del = t
+                    .prepare_cached("DELETE FROM poh_txs WHERE tx_id = ANY($1::text[])")
+                    .await?;
+                t.execute(&del, &[ids]).await?;
+                let ins = t
+                    .prepare_cached(
+                        "INSERT INTO poh_txs (tx_id, holder_id, timestamp, storage_hash, size, payload)
+                         SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::int8[], $6::bytea[])",
+                    )
+                    .await?;
+                t.execute(&ins, &[ids, holders, stamps, hashes, sizes, payloads])
+                    .await?;
+                t.commit().await?;
+                Ok(())
             }
-        }
-        Ok(())
+        })
     }
 
     /// Drops (or detaches) wholly expired partitions until `limit` ids are reached (at
@@ -622,6 +634,7 @@ impl PgWriter {
         for b in gone {
             known.remove(&b);
         }
+        lock(&self.shared.unpartitioned).clear();
         Ok(ids)
     }
 }

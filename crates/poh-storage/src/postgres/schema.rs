@@ -4,7 +4,8 @@
 //! poh_txs(tx_id text COLLATE "C", holder_id text, timestamp float8,
 //!         storage_hash text, size int8, payload bytea)
 //!     PARTITION BY RANGE (timestamp); partitions poh_txs_p<bucket> hold
-//!     [bucket * window_secs, (bucket + 1) * window_secs)
+//!     [bucket * window_secs, (bucket + 1) * window_secs); poh_txs_default holds rows
+//!     of windows without a partition of their own
 //!     indexes: (tx_id), (timestamp, tx_id)
 //! poh_quarantine(... the columns of poh_txs ..., reason text, at timestamptz)
 //! ```
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS poh_txs (
     size bigint NOT NULL,
     payload bytea NOT NULL
 ) PARTITION BY RANGE (timestamp);
+CREATE TABLE IF NOT EXISTS poh_txs_default PARTITION OF poh_txs DEFAULT;
 CREATE INDEX IF NOT EXISTS poh_txs_id ON poh_txs (tx_id);
 CREATE INDEX IF NOT EXISTS poh_txs_time ON poh_txs (timestamp, tx_id);
 CREATE TABLE IF NOT EXISTS poh_quarantine (
