@@ -7,7 +7,7 @@
 //! |------|---------------|-----------|
 //! | 0 | success | success |
 //! | 1 | any other failure: I/O, database, no store, not a store, lock timeout, ... | the pass or the daemon failed |
-//! | 2 | usage error or bad input: flags, tx JSON, tx_id, import line, a path onto the store's own files, a --layout or --segment-window the store was not created with | bad arguments, a path onto the store's own files, a layout mismatch |
+//! | 2 | usage error or bad input: flags, tx JSON, tx_id, import line, a path onto the store's own files, a bad database URL, a --layout or --segment-window the store was not created with | bad arguments, a path onto the store's own files, a bad database URL, a layout mismatch |
 //! | 3 | the tx does not exist (`load`, `delete`) | no store at the given location |
 //! | 4 | integrity problem: `load` of a corrupt or missing payload; `verify` found problems | — |
 
@@ -45,8 +45,11 @@ pub struct StoreLocation {
         default_value = "./data"
     )]
     pub base: PathBuf,
-    /// SQLite metadata database [default: <base>/poh.db].
-    #[arg(long, global = true, env = "POH_DB", value_name = "FILE")]
+    /// SQLite metadata database [default: <base>/poh.db], or a PostgreSQL database
+    /// URL (postgres://user@host/dbname): the store then lives in that database and
+    /// --base is not used. Prefer POH_DB (or PGPASSWORD) for a URL with a password:
+    /// command lines are visible to other users. Passwords are never printed.
+    #[arg(long, global = true, env = "POH_DB", value_name = "FILE|URL")]
     pub db: Option<PathBuf>,
     /// Longest wait for another process's store lock before giving up: seconds or a
     /// duration with a unit (30s, 2m).
@@ -84,6 +87,15 @@ pub struct StoreLocation {
         value_parser = poh_ttl::parse_duration
     )]
     pub segment_window: Option<Duration>,
+    /// PostgreSQL stores: detach wholly expired partitions (kept as tables
+    /// poh_expired_<window> for archiving) instead of dropping them.
+    #[arg(
+        long,
+        global = true,
+        env = "POH_DETACH_EXPIRED",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub detach_expired: bool,
 }
 
 /// How log messages (and the final error) are written to stderr.
@@ -140,12 +152,27 @@ impl StoreLocation {
             lock_timeout: self.lock_timeout,
             layout: self.layout,
             segment_window: self.segment_window,
+            detach_expired: self.detach_expired,
             ..OpenOptions::default()
         }
     }
 
-    /// "the store at `<base>` (metadata `<db>`)", for messages.
+    /// True when `--db` is a PostgreSQL URL.
+    pub fn is_database(&self) -> bool {
+        self.db.as_deref().is_some_and(poh_storage::is_database_url)
+    }
+
+    /// `--db` as it may be shown: a URL without its password.
+    pub fn db_shown(&self) -> String {
+        poh_storage::redact_url(&self.db_path().to_string_lossy())
+    }
+
+    /// "the store at `<base>` (metadata `<db>`)", or "the store in `<url>`" (password
+    /// removed), for messages.
     pub fn describe(&self) -> String {
+        if self.is_database() {
+            return format!("the store in {}", self.db_shown());
+        }
         format!(
             "the store at {} (metadata {})",
             self.base.display(),
@@ -191,6 +218,7 @@ pub fn exit_code(err: &anyhow::Error, no_store: u8) -> u8 {
                 }
                 StorageError::Invalid(_)
                 | StorageError::BadPath { .. }
+                | StorageError::BadUrl { .. }
                 | StorageError::LayoutMismatch { .. } => return EXIT_USAGE,
                 StorageError::NotFound { .. } => return no_store,
                 _ => {}

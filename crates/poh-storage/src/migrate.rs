@@ -91,6 +91,13 @@ pub async fn migrate(
     opts: OpenOptions,
 ) -> Result<MigrateReport> {
     let fs = opts.fs.clone();
+    let src_url = crate::dburl::is_database_url(db);
+    let dest_url = dest
+        .as_ref()
+        .is_some_and(|(_, d)| crate::dburl::is_database_url(d));
+    if src_url || dest_url || to == Layout::Postgres {
+        return migrate_database(base, db, to, dest, opts, src_url, dest_url).await;
+    }
     let in_place = dest.is_none();
     let (dest_base, dest_db) = match dest {
         Some(d) => d,
@@ -174,7 +181,7 @@ pub async fn migrate(
         },
         ..MigrateReport::default()
     };
-    let res = copy_and_check(&source, &target, &mut report).await;
+    let res = copy_and_check(&source, &target, &mut report, true).await;
     source.close().await?;
     target.close().await?;
     res?;
@@ -196,6 +203,79 @@ pub async fn migrate(
         previous: done.previous,
         ..report
     })
+}
+
+/// A migration to or from PostgreSQL: always to a destination (a database cannot be
+/// converted in place), copied page by page and verified like any other; running it again
+/// resumes it (what is already there with the same SHA-256 is not copied again).
+async fn migrate_database(
+    base: &Path,
+    db: &Path,
+    to: Layout,
+    dest: Option<(PathBuf, PathBuf)>,
+    opts: OpenOptions,
+    src_url: bool,
+    dest_url: bool,
+) -> Result<MigrateReport> {
+    let show = |p: &Path| PathBuf::from(crate::dburl::redact_url(&p.to_string_lossy()));
+    let Some((dest_base, dest_db)) = dest else {
+        return Err(StorageError::BadPath {
+            path: show(db),
+            why: "a migration to or from PostgreSQL cannot be done in place: give a \
+                  destination (--dest DIR for a local store, --dest-db postgres://... for a \
+                  database)"
+                .into(),
+        });
+    };
+    if dest_url != (to == Layout::Postgres) {
+        return Err(StorageError::BadPath {
+            path: show(&dest_db),
+            why: if dest_url {
+                format!("a database URL holds a postgres store, not a {to} one")
+            } else {
+                "the postgres layout needs a database URL as destination (--dest-db \
+                 postgres://...)"
+                    .into()
+            },
+        });
+    }
+    let from = if src_url {
+        Layout::Postgres
+    } else {
+        layout::read(&*opts.fs, base)?.map_or(Layout::Files, |r| r.layout)
+    };
+    let src_opts = OpenOptions {
+        create: false,
+        read_only: true,
+        layout: None,
+        ..opts.clone()
+    };
+    let source = StorageManager::open_with(base, db, src_opts).await?;
+    let lock = if src_url {
+        None
+    } else {
+        StoreLock::open_existing(base, opts.lock_timeout)?
+    };
+    let _guard = lock.as_ref().map(StoreLock::exclusive).transpose()?;
+    let dest_opts = OpenOptions {
+        create: true,
+        read_only: false,
+        layout: Some(to),
+        ..opts
+    };
+    let target = StorageManager::open_with(&dest_base, &dest_db, dest_opts).await?;
+    let mut report = MigrateReport {
+        from: from.to_string(),
+        to: to.to_string(),
+        base: dest_base,
+        db: show(&dest_db),
+        ..MigrateReport::default()
+    };
+    let res = copy_and_check(&source, &target, &mut report, !dest_url).await;
+    source.close().await?;
+    target.close().await?;
+    res?;
+    Ok(report)
 }
 
 fn opts_mode(opts: &OpenOptions) -> u32 {
@@ -252,12 +332,15 @@ async fn finish_swap(
     })
 }
 
-/// Copies every tx of `source` missing (or different) in `target`, removes what `target`
-/// has that `source` does not, then checks `target` tx by tx and verifies it.
+/// Copies every tx of `source` missing (or different) in `target`, then checks `target`
+/// tx by tx and verifies it. A tx only `target` holds is deleted when `delete_extra` (a
+/// local store this migration made) and is an error otherwise (a database others may
+/// share: nothing there is deleted).
 async fn copy_and_check(
     source: &StorageManager,
     target: &StorageManager,
     report: &mut MigrateReport,
+    delete_extra: bool,
 ) -> Result<()> {
     let mut after: Option<String> = None;
     loop {
@@ -312,9 +395,18 @@ async fn copy_and_check(
                         ),
                     });
                 }
-                None => {
+                None if delete_extra => {
                     target.delete(&id).await?;
                     report.removed_extra += 1;
+                }
+                None => {
+                    return Err(StorageError::Integrity {
+                        tx_id: row.tx_id.clone(),
+                        detail: "the destination database holds this tx and the source does not: \
+                                 it may be another store's or newer data, so nothing there is \
+                                 deleted; migrate into an empty database (or another schema)"
+                            .into(),
+                    });
                 }
             }
         }

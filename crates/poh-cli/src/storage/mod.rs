@@ -43,18 +43,20 @@ Exit codes:
   1  failure (I/O, database, no store at --base/--db, ...)
   2  usage error or bad input (unknown flag, invalid tx JSON or tx_id, malformed or
      over-long import line, --db or --out naming one of the store's own files,
-     --layout or --segment-window other than the store's own)
+     --layout or --segment-window other than the store's own, a bad database URL)
   3  tx not found (load, delete)
   4  integrity problem (load of a corrupt or missing payload; verify found problems)
 
 Environment:
   POH_BASE            default for --base
-  POH_DB              default for --db
+  POH_DB              default for --db (a file, or postgres://user@host/dbname)
+  PGPASSWORD          password for a database URL that has none
   POH_MAX_PAYLOAD     default for --max-payload
   POH_LOCK_TIMEOUT    default for --lock-timeout
   POH_GROUP_READABLE  default for --group-readable (true/false, 1/0, yes/no, on/off)
   POH_LAYOUT          default for --layout (files or segments; only for a new store)
   POH_SEGMENT_WINDOW  default for --segment-window (only for a new segments store)
+  POH_DETACH_EXPIRED  default for --detach-expired (postgres stores)
   RUST_LOG            log filter for messages on stderr (default: warn)";
 
 /// `poh-storage`: a durable, verified store of Proof-of-History transactions.
@@ -63,12 +65,14 @@ Environment:
     name = "poh-storage",
     version,
     about = "A durable, verified store of Proof-of-History transactions",
-    long_about = "A durable, verified store of Proof-of-History transactions. Two layouts: \
+    long_about = "A durable, verified store of Proof-of-History transactions. Three layouts: \
                   `files` (the default: payloads are files <base>/<tx_id>.bin, metadata a row \
                   in an SQLite database) and `segments` (payloads appended as checksummed \
                   records to time-windowed segment files under <base>/segments, with an \
-                  SQLite index), chosen with --layout when a store is created. Only init, save \
-                  and import create a missing store.",
+                  SQLite index), chosen with --layout when a store is created, and \
+                  `postgres` (one time-partitioned table in the PostgreSQL database that \
+                  --db postgres://user@host/dbname names). Only init, save and import create \
+                  a missing store.",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -158,15 +162,18 @@ pub enum Command {
     /// stop every other process using the store first); a kill at any moment loses
     /// nothing, and running it again finishes it.
     Migrate {
-        /// The layout to convert to: `files` or `segments`.
+        /// The layout to convert to: `files`, `segments` or `postgres` (with --dest-db
+        /// postgres://...). A store in PostgreSQL (--db postgres://...) converts to a
+        /// local layout with --dest.
         #[arg(long, value_name = "LAYOUT")]
         to: poh_storage::Layout,
         /// Write the converted store here instead of converting in place (the source is
         /// left as it is).
         #[arg(long, value_name = "DIR")]
         dest: Option<PathBuf>,
-        /// The converted store's database [default: <dest>/poh.db].
-        #[arg(long, value_name = "FILE", requires = "dest")]
+        /// The converted store's database [default: <dest>/poh.db], or the PostgreSQL
+        /// URL of a `--to postgres` migration.
+        #[arg(long, value_name = "FILE|URL")]
         dest_db: Option<PathBuf>,
     },
 }
@@ -291,7 +298,7 @@ fn cmd_init<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
             ("initialized", serde_json::Value::Bool(true)),
             ("layout", serde_json::Value::String(layout.to_string())),
             ("base", path_json(&opts.location.base)),
-            ("db", path_json(&opts.location.db_path())),
+            ("db", serde_json::Value::String(opts.location.db_shown())),
         ]))
     } else {
         out.line("Initialized")
@@ -469,10 +476,21 @@ fn cmd_migrate<W: Write>(
     out: &mut Out<W>,
 ) -> Result<()> {
     let loc = &opts.location;
-    let dest = dest.map(|d| {
-        let db = dest_db.unwrap_or_else(|| d.join("poh.db"));
-        (d, db)
-    });
+    let dest = match (dest, dest_db) {
+        (Some(d), db) => {
+            let db = db.unwrap_or_else(|| d.join("poh.db"));
+            Some((d, db))
+        }
+        (None, Some(db)) if poh_storage::is_database_url(&db) => Some((loc.base.clone(), db)),
+        (None, Some(_)) => {
+            return Err(anyhow::Error::new(BadInput(
+                "--dest-db needs --dest (the converted store's directory), unless it is a \
+                 postgres:// URL"
+                    .into(),
+            )));
+        }
+        (None, None) => None,
+    };
     let o = poh_storage::OpenOptions {
         limits: opts.limits(),
         layout: None,

@@ -283,6 +283,11 @@ impl PgEngine {
                 "it names no database (postgres://user@host/dbname)".into()
             ));
         }
+        if cfg.get_password().is_none()
+            && let Some(pw) = std::env::var_os("PGPASSWORD")
+        {
+            cfg.password(pw.as_encoded_bytes());
+        }
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(Duration::from_secs(10));
         }
