@@ -15,6 +15,8 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod pg;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -59,6 +61,11 @@ struct Args {
     /// one SQLite table, WAL, synchronous=FULL).
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
+    /// The database of the `postgres` layout: a URL (postgres://user@host/dbname, an
+    /// empty database), or `auto` to start a throwaway cluster from this machine's
+    /// PostgreSQL binaries for the run (server and benchmark then share the cores).
+    #[arg(long, value_name = "URL|auto", default_value = "auto")]
+    postgres: String,
     /// Write the results as a Markdown table to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -442,11 +449,15 @@ async fn run_phases(
 ) -> Result<Vec<Row>> {
     let dir = root.join(format!("store-{layout}-{n}"));
     let base = dir.join("data");
+    let db = match layout {
+        Layout::Postgres => PathBuf::from(pg::database(args, n)?),
+        _ => base.join("poh.db"),
+    };
     let opts = poh_storage::OpenOptions {
         layout: Some(layout),
         ..poh_storage::OpenOptions::default()
     };
-    let sm = StorageManager::open_with(&base, base.join("poh.db"), opts).await?;
+    let sm = StorageManager::open_with(&base, &db, opts).await?;
     let size = args.size;
     let mut rows = Vec::new();
     eprintln!("N = {n}, layout {layout}");
@@ -520,7 +531,10 @@ async fn run_phases(
     ));
 
     // Disk use of everything saved so far, against the bytes of what it holds.
-    {
+    if layout == Layout::Postgres {
+        sm.close().await?;
+        rows.push(pg::disk_row(args, n, (single + n + total) as u64)?);
+    } else {
         sm.close().await?;
         let (alloc, apparent) = disk_usage(&base);
         let stored = (single + n + total) as u64;
@@ -545,7 +559,7 @@ async fn run_phases(
             note,
         });
     }
-    let sm = StorageManager::open(&base, base.join("poh.db")).await?;
+    let sm = StorageManager::open(&base, &db).await?;
 
     // 4. loads with verification
     // Ids are made chunk by chunk, so the benchmark's own memory does not grow with N.
@@ -977,6 +991,9 @@ async fn main() -> Result<()> {
         for &layout in &args.layout {
             rows.extend(run_n(&args, root.path(), n, &limits, layout).await?);
         }
+        if args.layout.contains(&Layout::Postgres) {
+            rows.extend(pg::partition_drop_vs_delete(&args, n).await?);
+        }
         for peer in &args.peers {
             match peer.as_str() {
                 "sqlite" => rows.extend(run_sqlite_peer(&args, root.path(), n)?),
@@ -991,6 +1008,7 @@ async fn main() -> Result<()> {
         limits: all_limits,
         rows,
     };
+    pg::shutdown();
     let md = markdown(&report);
     println!("{md}");
     if let Some(p) = &args.markdown {

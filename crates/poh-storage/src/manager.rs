@@ -328,10 +328,8 @@ impl StorageManager {
 
     /// Loads many ids in one hand-off to the blocking pool; one result per id, in order.
     pub async fn load_many(&self, ids: Vec<TxId>) -> Result<Vec<Result<Option<Tx>>>> {
-        self.read(move |inner| {
-            Self::with_reader(inner, |r| Ok(ids.iter().map(|id| r.load(id)).collect()))
-        })
-        .await
+        self.read(move |inner| Self::with_reader(inner, |r| Ok(r.load_many(&ids))))
+            .await
     }
 
     /// True if a row exists for `id` (the payload is not read).

@@ -224,6 +224,17 @@ async fn corruption_is_never_served_and_recover_quarantines_it() {
     .expect("tamper");
     let e = sm.load(&id("bad")).await.expect_err("corrupt payload");
     assert!(matches!(e, StorageError::Integrity { .. }), "{e}");
+    let many = sm
+        .load_many(vec![id("good"), id("bad"), id("absent")])
+        .await
+        .expect("load_many");
+    assert!(matches!(&many[0], Ok(Some(t)) if t.tx_id.as_str() == "good"));
+    assert!(
+        matches!(&many[1], Err(StorageError::Integrity { .. })),
+        "{:?}",
+        many[1]
+    );
+    assert!(matches!(&many[2], Ok(None)));
     let report = sm.verify().await.expect("verify");
     let bad: Vec<_> = report.of_kind(ProblemKind::Corrupt).collect();
     assert_eq!(bad.len(), 1, "{report:?}");

@@ -168,7 +168,7 @@ impl PgCluster {
     /// connections.
     pub fn start_server(&self) -> Result<(), String> {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c shared_buffers=32MB -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c shared_buffers=128MB -c max_connections=200",
             self.port,
             self.dir.path().display()
         );

@@ -613,7 +613,7 @@ impl PgWriter {
                     }
                     for r in t
                         .query(
-                            &format!("SELECT tx_id FROM {name} ORDER BY timestamp, tx_id"),
+                            &format!("SELECT tx_id FROM {name}"),
                             &[],
                         )
                         .await?
@@ -767,6 +767,35 @@ impl PgReader {
     }
 }
 
+impl PgReader {
+    /// The tx, once its payload matches the SHA-256 recorded beside it.
+    fn checked(
+        &self,
+        id: &TxId,
+        holder_id: String,
+        timestamp: f64,
+        want: &str,
+        payload: Vec<u8>,
+    ) -> Result<Tx> {
+        let have = sha256_hex(&payload);
+        if have != want {
+            return Err(StorageError::Integrity {
+                tx_id: id.to_string(),
+                detail: format!(
+                    "payload SHA-256 {have} does not match the recorded {want} (database {})",
+                    self.shared.shown
+                ),
+            });
+        }
+        Ok(Tx {
+            tx_id: id.clone(),
+            holder_id,
+            timestamp,
+            payload,
+        })
+    }
+}
+
 impl EngineReader for PgReader {
     fn load(&mut self, id: &TxId) -> Result<Option<Tx>> {
         let got = self.shared.run(&format!("load tx {id}"), |c| async move {
@@ -789,22 +818,60 @@ impl EngineReader for PgReader {
         let Some((holder_id, timestamp, want, payload)) = got else {
             return Ok(None);
         };
-        let have = sha256_hex(&payload);
-        if have != want {
-            return Err(StorageError::Integrity {
-                tx_id: id.to_string(),
-                detail: format!(
-                    "payload SHA-256 {have} does not match the recorded {want} (database {})",
-                    self.shared.shown
-                ),
-            });
-        }
-        Ok(Some(Tx {
-            tx_id: id.clone(),
-            holder_id,
-            timestamp,
-            payload,
-        }))
+        self.checked(id, holder_id, timestamp, &want, payload)
+            .map(Some)
+    }
+
+    fn load_many(&mut self, ids: &[TxId]) -> Vec<Result<Option<Tx>>> {
+        let wanted: Vec<&str> = ids.iter().map(TxId::as_str).collect();
+        let got = self.shared.run("load txs", |c| {
+            let wanted = &wanted;
+            async move {
+                let stmt = c
+                    .prepare_cached(
+                        "SELECT tx_id, holder_id, timestamp, storage_hash, payload FROM poh_txs
+                         WHERE tx_id = ANY($1::text[])",
+                    )
+                    .await?;
+                let mut found = HashMap::new();
+                for r in c.query(&stmt, &[wanted]).await? {
+                    found.insert(
+                        r.try_get::<_, String>(0)?,
+                        (
+                            r.try_get::<_, String>(1)?,
+                            r.try_get::<_, f64>(2)?,
+                            r.try_get::<_, String>(3)?,
+                            r.try_get::<_, Vec<u8>>(4)?,
+                        ),
+                    );
+                }
+                Ok(found)
+            }
+        });
+        let mut found = match got {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = crate::error::error_chain(&e);
+                return ids
+                    .iter()
+                    .map(|id| {
+                        Err(StorageError::Meta {
+                            what: format!("load tx {id}"),
+                            path: PathBuf::from(&self.shared.shown),
+                            source: msg.clone().into(),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        ids.iter()
+            .map(|id| match found.remove(id.as_str()) {
+                None => Ok(None),
+                Some((holder_id, timestamp, want, payload)) => self
+                    .checked(id, holder_id, timestamp, &want, payload)
+                    .map(Some),
+            })
+            .collect()
     }
 
     fn row(&mut self, tx_id: &str) -> Result<Option<MetaRow>> {
