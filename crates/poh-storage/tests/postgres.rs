@@ -476,3 +476,60 @@ async fn two_nodes_resaving_and_expiring_never_duplicate_or_lose() {
     a.close().await.expect("close");
     b.close().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_when_asked_with_the_server_certificate_verified() {
+    let Some(c) = pg::cluster() else { return };
+    let openssl = poh_testkit::require::check_command("openssl", &["version"]);
+    if poh_testkit::require::prerequisite("openssl (to make test certificates)", openssl).is_none()
+    {
+        return;
+    }
+    let url = c.create_db("tls").expect("createdb");
+    let ca = c.enable_tls().expect("enable TLS");
+    // Not asked for: plain, as before.
+    open_ok(&url).await.close().await.expect("close");
+    // Asked for, but the server's certificate is signed by an unknown CA: refused.
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let other_ca = dir.path().join("other-ca.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=another CA", "-keyout"])
+        .arg(dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = open(
+        &format!("{url}?sslmode=require&sslrootcert={}", other_ca.display()),
+        OpenOptions::default(),
+    )
+    .await
+    .expect_err("unknown CA");
+    let msg = poh_storage::error_chain(&e);
+    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+    // Asked for, with the CA: TLS is in use.
+    let sm = open(
+        &format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display()),
+        OpenOptions::default(),
+    )
+    .await
+    .expect("open over TLS");
+    sm.save(tx("secret", NOW)).await.expect("save");
+    let tls_sessions = c
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'poh-store' AND s.ssl",
+        )
+        .expect("psql");
+    assert_ne!(tls_sessions, "0", "the store's connections use TLS");
+    sm.close().await.expect("close");
+}

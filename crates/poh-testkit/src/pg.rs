@@ -234,6 +234,99 @@ impl PgCluster {
         Ok(self.url(name))
     }
 
+    /// Turns TLS on: makes a CA and a server certificate for `127.0.0.1` and `localhost`
+    /// with `openssl`, installs them in the cluster and reloads it. Returns the CA
+    /// certificate's path (for `sslrootcert=`).
+    pub fn enable_tls(&self) -> Result<PathBuf, String> {
+        let dir = self.dir.path().join("tls");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("tls dir: {e}"))?;
+        let p = |n: &str| dir.join(n).display().to_string();
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .map_err(|e| format!("san.ext: {e}"))?;
+        let steps: [Vec<String>; 3] = [
+            [
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=poh test CA",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["-keyout".into(), p("ca.key"), "-out".into(), p("ca.pem")])
+            .collect(),
+            [
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                "-keyout".into(),
+                p("server.key"),
+                "-out".into(),
+                p("server.csr"),
+            ])
+            .collect(),
+            ["x509", "-req", "-days", "2", "-CAcreateserial"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([
+                    "-in".into(),
+                    p("server.csr"),
+                    "-CA".into(),
+                    p("ca.pem"),
+                    "-CAkey".into(),
+                    p("ca.key"),
+                    "-extfile".into(),
+                    p("san.ext"),
+                    "-out".into(),
+                    p("server.crt"),
+                ])
+                .collect(),
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(&args)
+                .output()
+                .map_err(|e| format!("run openssl: {e}"))?;
+            ok(&out, "openssl")?;
+        }
+        let data = self.data_dir();
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(dir.join(f), data.join(f)).map_err(|e| format!("copy {f}: {e}"))?;
+        }
+        if let Some(u) = &self.run_as {
+            let out = Command::new("chown")
+                .arg(format!("{u}:"))
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .output()
+                .map_err(|e| format!("chown: {e}"))?;
+            ok(&out, "chown")?;
+        }
+        let out = Command::new("chmod")
+            .arg("600")
+            .arg(data.join("server.key"))
+            .output()
+            .map_err(|e| format!("chmod: {e}"))?;
+        ok(&out, "chmod")?;
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on")?;
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        Ok(dir.join("ca.pem"))
+    }
+
     /// Runs one SQL command in database `db` through `psql` (trusted local socket) and
     /// returns its unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, String> {

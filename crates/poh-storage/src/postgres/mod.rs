@@ -19,6 +19,7 @@
 //! restarts.
 
 mod schema;
+mod tls;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -28,8 +29,8 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use poh_types::{Tx, TxId};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Row};
 
 use crate::dburl::redact_url;
 use crate::engine::{Engine, EngineReader, EngineWriter, MetaRow, Stats};
@@ -277,7 +278,14 @@ impl PgEngine {
             url: shown.clone(),
             why,
         };
+        let (url, tls_opts) = tls::split_url(url).map_err(&bad)?;
         let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
+        if !tls_opts.mode_given {
+            // TLS only when the URL asks for it (`sslmode=require`); then the server's
+            // certificate is always verified.
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
+        let connector = tls::connector(&tls_opts).map_err(&bad)?;
         if cfg.get_dbname().is_none() {
             return Err(bad(
                 "it names no database (postgres://user@host/dbname)".into()
@@ -311,7 +319,7 @@ impl PgEngine {
             .map_err(|e| StorageError::io("start the database runtime", &base, e))?;
         let mgr = Manager::from_config(
             cfg,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
