@@ -337,7 +337,24 @@ fn sigkill_at_random_moments_loses_no_acknowledged_tx_on_segments() {
     kill_loop(Layout::Segments);
 }
 
+/// The same loop on a store in PostgreSQL (a throwaway cluster): kills land inside
+/// transactions, between them and inside expiry batches; the server rolls back what was
+/// not committed.
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_tx_on_postgres() {
+    let Some(cluster) = poh_testkit::pg::cluster() else {
+        return;
+    };
+    let url = cluster.create_db("killloop").expect("createdb");
+    kill_loop_at(Layout::Postgres, Some(PathBuf::from(url)));
+}
+
 fn kill_loop(layout: Layout) {
+    kill_loop_at(layout, None);
+}
+
+/// The loop on a new store of `layout`: under a temp dir, or in the database `db` names.
+fn kill_loop_at(layout: Layout, db: Option<PathBuf>) {
     let mut rng = Rng::from_env(&format!("kill_loop ({layout})"));
     let iters: u64 = std::env::var("POH_KILL_ITERS")
         .ok()
@@ -345,7 +362,7 @@ fn kill_loop(layout: Layout) {
         .unwrap_or(DEFAULT_ITERS);
     let dir = tempfile::TempDir::new().unwrap();
     let base = dir.path().join("data");
-    let db = base.join("poh.db");
+    let db = db.unwrap_or_else(|| base.join("poh.db"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -533,3 +533,89 @@ async fn tls_when_asked_with_the_server_certificate_verified() {
     assert_ne!(tls_sessions, "0", "the store's connections use TLS");
     sm.close().await.expect("close");
 }
+
+/// What the store holds, as the server sees it: ids, hashes and timestamps.
+fn db_snapshot(c: &PgCluster, db: &str) -> String {
+    c.psql(
+        db,
+        "SELECT count(*) || ' ' || coalesce(md5(string_agg(tx_id || ':' || storage_hash || ':' \
+         || timestamp::text, ',' ORDER BY tx_id)), '') FROM poh_txs",
+    )
+    .expect("psql")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_writes_nothing_and_hostile_ids_are_only_data() {
+    use poh_testkit::hostile::{SMALL_LIMIT, json_cases, valid_doc};
+    let Some(c) = pg::cluster() else { return };
+    let url = c.create_db("hostile").expect("createdb");
+    let opts = OpenOptions {
+        limits: poh_storage::Limits {
+            max_payload_bytes: SMALL_LIMIT,
+        },
+        ..OpenOptions::default()
+    };
+    let sm = open(&url, opts).await.expect("open");
+    sm.save(tx("t", NOW))
+        .await
+        .expect_err("over the small limit");
+    sm.save(Tx::new("t", "h", NOW, b"small".to_vec()).expect("tx"))
+        .await
+        .expect("seed");
+    let before = db_snapshot(&c, "hostile");
+    let cases = json_cases();
+    for case in &cases {
+        let parsed = serde_json::from_slice::<poh_types::TxJson>(&case.input)
+            .map_err(poh_types::JsonError::from)
+            .and_then(|j| Tx::from_wire(j, sm.limits()));
+        let res = match parsed {
+            Err(e) => Err(e.to_string()),
+            Ok(t) => sm.save(t).await.map_err(|e| e.to_string()),
+        };
+        let err = res.expect_err(&format!("{} was accepted", case.name));
+        for w in &case.expect {
+            assert!(
+                err.to_lowercase().contains(&w.to_lowercase()),
+                "{}: {err}",
+                case.name
+            );
+        }
+        assert_eq!(
+            db_snapshot(&c, "hostile"),
+            before,
+            "{} changed the store",
+            case.name
+        );
+    }
+    let valid = Tx::from_json(
+        std::str::from_utf8(&valid_doc()).expect("utf-8"),
+        sm.limits(),
+    );
+    sm.save(valid.expect("the valid document"))
+        .await
+        .expect("save");
+    // Ids that look like SQL, quotes, backslashes, any script: stored and listed as they
+    // are (every value is a bound parameter; partition names never come from input).
+    let odd = [
+        "'; DROP TABLE poh_txs; --",
+        "a\\b\"c",
+        "%_*?[]",
+        "ünïcödé-ид-标识",
+        "('127.0.0.1', 5)",
+    ];
+    for id_ in odd {
+        sm.save(Tx::new(id_, "h'\"", NOW, b"x".to_vec()).expect("tx"))
+            .await
+            .expect(id_);
+    }
+    for id_ in odd {
+        let t = sm.load(&id(id_)).await.expect("load").expect(id_);
+        assert_eq!(t.holder_id, "h'\"");
+    }
+    let listed = ids(&sm).await;
+    for id_ in odd {
+        assert!(listed.iter().any(|l| l == id_), "{id_}");
+    }
+    assert!(sm.verify().await.expect("verify").is_clean());
+    sm.close().await.expect("close");
+}
