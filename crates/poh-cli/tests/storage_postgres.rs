@@ -242,3 +242,55 @@ fn a_server_crash_mid_import_loses_no_acknowledged_tx() {
     );
     s.ok(&["--db", &url, "verify"]);
 }
+
+#[test]
+fn the_daemon_survives_a_server_restart() {
+    let Some(c) = pg::cluster() else { return };
+    let url = c.create_db("daemon").expect("createdb");
+    let s = Scratch::new();
+    s.ok(&["--db", &url, "init"]);
+    s.ok(&[
+        "--db",
+        &url,
+        "save",
+        "--tx",
+        &tx_json("old1", now() - 7200.0, b"x"),
+    ]);
+    let args: Vec<String> = [
+        "--db",
+        &url,
+        "--ttl",
+        "1h",
+        "--interval",
+        "50ms",
+        "--log-format",
+        "json",
+    ]
+    .map(String::from)
+    .into();
+    let mut d = common::daemon::Daemon::start(&args, &[]);
+    let first = d.wait_for_line("\"expired\":1");
+    assert!(!first.contains(c.password()), "{first}");
+    assert!(first.contains(&url.replace(c.password(), "***")), "{first}");
+    c.stop_immediate().expect("crash the server");
+    d.wait_for_line("TTL pass failed");
+    c.start_server().expect("restart");
+    // Saved after the restart, expired by the same daemon.
+    s.ok(&[
+        "--db",
+        &url,
+        "save",
+        "--tx",
+        &tx_json("old2", now() - 7200.0, b"y"),
+    ]);
+    d.wait_for_line("\"expired\":1");
+    let (status, log) = d.stop();
+    assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
+    assert!(
+        log.iter().all(|l| !l.contains(c.password())),
+        "password in the log"
+    );
+    let list: Vec<String> =
+        serde_json::from_str(&s.ok(&["--db", &url, "list"])).expect("list json");
+    assert!(list.is_empty(), "{list:?}");
+}

@@ -13,6 +13,15 @@ pub(crate) fn is_url_str(s: &str) -> bool {
     s.starts_with("postgres://") || s.starts_with("postgresql://")
 }
 
+/// Where a store is, for messages and logs: the database URL without its password when
+/// `db` is one, the base directory otherwise.
+pub fn store_location(base: &Path, db: &Path) -> String {
+    match db.to_str().filter(|s| is_url_str(s)) {
+        Some(url) => redact_url(url),
+        None => base.display().to_string(),
+    }
+}
+
 /// `url` with any password replaced by `***`: the one in the user part
 /// (`postgres://user:secret@host/db`) and any `password=` parameter. What every message,
 /// log line and report shows of a database URL.

@@ -64,7 +64,7 @@ mod postgres;
 mod report;
 mod segments;
 
-pub use dburl::{is_database_url, redact_url};
+pub use dburl::{is_database_url, redact_url, store_location};
 pub use engine::{MetaRow, Stats};
 pub use error::{Result, StorageError, error_chain};
 pub use files::names::{check_db_path, check_output_path, is_store_path};

@@ -209,7 +209,16 @@ impl StorageManager {
         Ok(())
     }
 
-    /// The base directory.
+    /// Where the store is, for messages and logs: its base directory, or for a
+    /// PostgreSQL store the database URL without its password.
+    pub fn location(&self) -> String {
+        match self.layout() {
+            Layout::Postgres => self.inner.engine.location(),
+            _ => self.base().display().to_string(),
+        }
+    }
+
+    /// The base directory (for a PostgreSQL store, the one it was opened with, unused).
     pub fn base(&self) -> &Path {
         self.inner.engine.base()
     }

@@ -134,7 +134,7 @@ impl ReopeningStore {
         }
         let store = StorageManager::open_with(&self.base, &self.db, self.opts.clone()).await?;
         let n = self.reopens.fetch_add(1, Ordering::Relaxed) + 1;
-        info!(store = %self.base.display(), reopens = n, "store reopened");
+        info!(store = %poh_storage::store_location(&self.base, &self.db), reopens = n, "store reopened");
         let mut slot = self.lock();
         slot.generation += 1;
         slot.store = Some(store.clone());
@@ -157,11 +157,11 @@ impl ReopeningStore {
         };
         if let Some(old) = retired {
             warn!(
-                store = %self.base.display(),
+                store = %poh_storage::store_location(&self.base, &self.db),
                 "closing the store after a failure; the next pass reopens it"
             );
             if let Err(e) = old.close().await {
-                warn!(store = %self.base.display(), error = %poh_storage::error_chain(&e), "closing the failed store handle");
+                warn!(store = %poh_storage::store_location(&self.base, &self.db), error = %poh_storage::error_chain(&e), "closing the failed store handle");
             }
         }
     }
@@ -198,6 +198,6 @@ impl ExpiryTarget for ReopeningStore {
     }
 
     fn location(&self) -> Option<String> {
-        Some(self.base.display().to_string())
+        Some(poh_storage::store_location(&self.base, &self.db))
     }
 }

@@ -58,7 +58,7 @@ impl ExpiryTarget for StorageManager {
     }
 
     fn location(&self) -> Option<String> {
-        Some(self.base().display().to_string())
+        Some(StorageManager::location(self))
     }
 }
 

@@ -251,7 +251,7 @@ async fn run(loc: &StoreLocation, a: RunArgs) -> Result<()> {
         None => None,
     };
     info!(
-        store = %loc.base.display(),
+        store = %poh_storage::store_location(&loc.base, &loc.db_path()),
         ttl_secs = ttl.as_secs_f64(),
         interval_secs = interval.as_secs_f64(),
         "poh-ttl running; stop with SIGINT or SIGTERM"
@@ -286,7 +286,7 @@ async fn run(loc: &StoreLocation, a: RunArgs) -> Result<()> {
     let stats = result?;
     closed?;
     info!(
-        store = %loc.base.display(),
+        store = %poh_storage::store_location(&loc.base, &loc.db_path()),
         passes = stats.passes,
         failures = stats.failures,
         expired_total = stats.expired_total,
