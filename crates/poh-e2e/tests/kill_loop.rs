@@ -346,15 +346,38 @@ fn sigkill_at_random_moments_loses_no_acknowledged_tx_on_postgres() {
         return;
     };
     let url = cluster.create_db("killloop").expect("createdb");
-    kill_loop_at(Layout::Postgres, Some(PathBuf::from(url)));
+    // A killed client's last COMMIT may still be on its way through the server when the
+    // child is reaped: the check waits until the server has finished every session of the
+    // killed processes, so the outcome it sees is final.
+    let settle = || {
+        let deadline = Instant::now() + SAFETY;
+        loop {
+            let open = cluster
+                .psql(
+                    "killloop",
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poh-store'",
+                )
+                .expect("psql");
+            if open == "0" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sessions of killed processes linger: {open}"
+            );
+            std::thread::yield_now();
+        }
+    };
+    kill_loop_at(Layout::Postgres, Some(PathBuf::from(url)), &settle);
 }
 
 fn kill_loop(layout: Layout) {
-    kill_loop_at(layout, None);
+    kill_loop_at(layout, None, &|| {});
 }
 
 /// The loop on a new store of `layout`: under a temp dir, or in the database `db` names.
-fn kill_loop_at(layout: Layout, db: Option<PathBuf>) {
+/// `settle` runs after each iteration's children are gone, before the check.
+fn kill_loop_at(layout: Layout, db: Option<PathBuf>, settle: &dyn Fn()) {
     let mut rng = Rng::from_env(&format!("kill_loop ({layout})"));
     let iters: u64 = std::env::var("POH_KILL_ITERS")
         .ok()
@@ -386,6 +409,7 @@ fn kill_loop_at(layout: Layout, db: Option<PathBuf>) {
     let mut c = Counts::default();
     for iter in 0..iters {
         let out = run_iteration(&mut rng, &mut g, &stored, &base, &db, &mut c, iter);
+        settle();
         stored = rt.block_on(check(&base, &db, &out, &mut c, iter));
         c.iterations += 1;
     }
@@ -640,6 +664,7 @@ async fn check(base: &PathBuf, db: &PathBuf, out: &Outcome, c: &mut Counts, iter
             None => break,
         }
     }
+    let listed = ids.clone();
     ids.extend(out.without_inflight.keys().cloned());
     ids.extend(out.with_inflight.keys().cloned());
     let ids: Vec<String> = ids.into_iter().collect();
@@ -651,6 +676,11 @@ async fn check(base: &PathBuf, db: &PathBuf, out: &Outcome, c: &mut Counts, iter
     let (mut says_committed, mut says_dropped) = (None, None);
     for (id, got) in ids.iter().zip(loaded) {
         let got = got.unwrap_or_else(|e| panic!("iteration {iter}: load {id}: {e}"));
+        // Every listed tx loads.
+        assert!(
+            got.is_some() || !listed.contains(id),
+            "iteration {iter}: {id} is listed but does not load"
+        );
         c.txs_checked += 1;
         let fits = |want: Option<&Tx>| match (&got, want) {
             (Some(g), Some(w)) => g == w,

@@ -254,6 +254,40 @@ async fn corruption_is_never_served_and_recover_quarantines_it() {
     );
     assert!(sm.verify().await.expect("verify").is_clean());
     assert!(sm.load(&id("good")).await.expect("load").is_some());
+
+    // The id directory loses an entry: the row is invisible to loads until recover points
+    // the directory at it again (the rows are the truth).
+    c.psql("corrupt", "DELETE FROM poh_ids WHERE tx_id = 'good'")
+        .expect("lose it");
+    assert_eq!(sm.load(&id("good")).await.expect("load"), None);
+    let report = sm.verify().await.expect("verify");
+    assert_eq!(
+        report
+            .of_kind(ProblemKind::Database)
+            .map(|f| f.tx_id.as_str())
+            .collect::<Vec<_>>(),
+        ["good"],
+        "{report:?}"
+    );
+    sm.recover(false).await.expect("recover");
+    assert_eq!(
+        sm.load(&id("good")).await.expect("load"),
+        Some(tx("good", NOW))
+    );
+    assert!(sm.verify().await.expect("verify").is_clean());
+    // An entry without a row is reported, and removed by recover.
+    c.psql("corrupt", "INSERT INTO poh_ids VALUES ('ghost', 1)")
+        .expect("plant it");
+    let report = sm.verify().await.expect("verify");
+    assert_eq!(
+        report
+            .of_kind(ProblemKind::Database)
+            .map(|f| f.tx_id.as_str())
+            .collect::<Vec<_>>(),
+        ["ghost"]
+    );
+    sm.recover(false).await.expect("recover");
+    assert!(sm.verify().await.expect("verify").is_clean());
     sm.close().await.expect("close");
 }
 

@@ -557,10 +557,27 @@ impl PgWriter {
             async move {
                 let t = c.transaction().await?;
                 t.execute(LOCK_IDS, &[&NS_ID, keys]).await?;
-                let del = t
-                    .prepare_cached("DELETE FROM poh_txs WHERE tx_id = ANY($1::text[])")
+                // The directory says where the old versions are: only their windows are
+                // searched, and a batch of new ids searches none.
+                let find = t
+                    .prepare_cached(
+                        "SELECT tx_id, timestamp FROM poh_ids WHERE tx_id = ANY($1::text[])",
+                    )
                     .await?;
-                t.execute(&del, &[ids]).await?;
+                let old = t.query(&find, &[ids]).await?;
+                if !old.is_empty() {
+                    let old_ids: Vec<String> =
+                        old.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+                    let old_ts: Vec<f64> =
+                        old.iter().map(|r| r.try_get(1)).collect::<Result<_, _>>()?;
+                    let del = t
+                        .prepare_cached(
+                            "DELETE FROM poh_txs WHERE tx_id = ANY($1::text[])
+                               AND timestamp = ANY($2::float8[])",
+                        )
+                        .await?;
+                    t.execute(&del, &[&old_ids, &old_ts]).await?;
+                }
                 let ins = t
                     .prepare_cached(
                         "INSERT INTO poh_txs (tx_id, holder_id, timestamp, storage_hash, size, payload)
@@ -569,6 +586,17 @@ impl PgWriter {
                     .await?;
                 t.execute(&ins, &[ids, holders, stamps, hashes, sizes, payloads])
                     .await?;
+                // The directory last: a transaction that has written it has written
+                // poh_txs, so a partition drop (which locks poh_txs first) never reads
+                // the directory between the two.
+                let dir = t
+                    .prepare_cached(
+                        "INSERT INTO poh_ids (tx_id, timestamp)
+                         SELECT * FROM unnest($1::text[], $2::float8[])
+                         ON CONFLICT (tx_id) DO UPDATE SET timestamp = EXCLUDED.timestamp",
+                    )
+                    .await?;
+                t.execute(&dir, &[ids, stamps]).await?;
                 t.commit().await?;
                 Ok(())
             }
@@ -598,6 +626,12 @@ impl PgWriter {
                 let t = c.transaction().await?;
                 t.execute(LOCK_STORE, &[&NS_STORE, &KEY_DDL]).await?;
                 t.execute(LOCK_STORE, &[&NS_STORE, &KEY_TTL]).await?;
+                // The lock the drop needs anyway, taken first: every transaction that
+                // wrote poh_txs (and then the directory) has committed or rolled back,
+                // and no other can write either until this one ends, so the directory's
+                // entries of a window are exactly the rows the drop removes.
+                t.batch_execute("LOCK TABLE poh_txs IN ACCESS EXCLUSIVE MODE")
+                    .await?;
                 let attached: BTreeSet<String> = t
                     .query(
                         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -619,10 +653,16 @@ impl PgWriter {
                     if !attached.contains(&name) {
                         continue;
                     }
+                    // While a window has its partition, the default partition holds no row
+                    // of it (see `ensure`): the directory's entries of the window are exactly
+                    // the partition's rows, read (and removed) from a narrow table.
+                    let lo = b.saturating_mul(w) as f64;
+                    let hi = b.saturating_add(1).saturating_mul(w) as f64;
                     for r in t
                         .query(
-                            &format!("SELECT tx_id FROM {name}"),
-                            &[],
+                            "DELETE FROM poh_ids WHERE timestamp >= $1 AND timestamp < $2
+                             RETURNING tx_id",
+                            &[&lo, &hi],
                         )
                         .await?
                     {
@@ -697,8 +737,25 @@ impl EngineWriter for PgWriter {
             async move {
                 let t = c.transaction().await?;
                 t.execute(LOCK_IDS, &[&NS_ID, keys]).await?;
-                let n = t
-                    .execute("DELETE FROM poh_txs WHERE tx_id = $1", &[&id.as_str()])
+                // The row first, then its directory entry (the order saves use).
+                let at = t
+                    .query_opt(
+                        "SELECT timestamp FROM poh_ids WHERE tx_id = $1",
+                        &[&id.as_str()],
+                    )
+                    .await?;
+                let n = match at {
+                    Some(r) => {
+                        let ts: f64 = r.try_get(0)?;
+                        t.execute(
+                            "DELETE FROM poh_txs WHERE tx_id = $1 AND timestamp = $2",
+                            &[&id.as_str(), &ts],
+                        )
+                        .await?
+                    }
+                    None => 0,
+                };
+                t.execute("DELETE FROM poh_ids WHERE tx_id = $1", &[&id.as_str()])
                     .await?;
                 t.commit().await?;
                 Ok(n > 0)
@@ -746,6 +803,14 @@ impl EngineWriter for PgWriter {
                 .iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect::<std::result::Result<_, tokio_postgres::Error>>()?;
+            let gone_ts: Vec<f64> = gone.iter().map(|g| g.0).collect();
+            let gone_ids: Vec<&str> = gone.iter().map(|g| g.1.as_str()).collect();
+            t.execute(
+                "DELETE FROM poh_ids d USING unnest($1::text[], $2::float8[]) AS u(id, ts)
+                     WHERE d.tx_id = u.id AND d.timestamp = u.ts",
+                &[&gone_ids, &gone_ts],
+            )
+            .await?;
             t.commit().await?;
             Ok(gone)
         })?;
@@ -809,7 +874,9 @@ impl EngineReader for PgReader {
         let got = self.shared.run(&format!("load tx {id}"), |c| async move {
             let stmt = c
                 .prepare_cached(
-                    "SELECT holder_id, timestamp, storage_hash, payload FROM poh_txs WHERE tx_id = $1",
+                    "SELECT holder_id, timestamp, storage_hash, payload FROM poh_txs
+                     WHERE tx_id = $1
+                       AND timestamp = (SELECT timestamp FROM poh_ids WHERE tx_id = $1)",
                 )
                 .await?;
             let rows = c.query(&stmt, &[&id.as_str()]).await?;
@@ -837,8 +904,10 @@ impl EngineReader for PgReader {
             async move {
                 let stmt = c
                     .prepare_cached(
-                        "SELECT tx_id, holder_id, timestamp, storage_hash, payload FROM poh_txs
-                         WHERE tx_id = ANY($1::text[])",
+                        "SELECT t.tx_id, t.holder_id, t.timestamp, t.storage_hash, t.payload
+                         FROM poh_ids d JOIN poh_txs t
+                           ON t.tx_id = d.tx_id AND t.timestamp = d.timestamp
+                         WHERE d.tx_id = ANY($1::text[])",
                     )
                     .await?;
                 let mut found = HashMap::new();
@@ -886,7 +955,10 @@ impl EngineReader for PgReader {
         Ok(self
             .rows(
                 "look up a tx",
-                &format!("SELECT {ROW_COLS} FROM poh_txs WHERE tx_id = $1"),
+                &format!(
+                    "SELECT {ROW_COLS} FROM poh_txs WHERE tx_id = $1
+                       AND timestamp = (SELECT timestamp FROM poh_ids WHERE tx_id = $1)"
+                ),
                 &[&tx_id],
             )?
             .into_iter()
@@ -1050,7 +1122,110 @@ fn verify(shared: &Shared, dry_run: bool) -> Result<RecoverReport> {
             break;
         }
     }
+    directory(shared, dry_run, &mut report)?;
     Ok(report)
+}
+
+/// Rows the id directory does not point at are invisible to loads: reported, and (unless
+/// `dry_run`) pointed at again — the rows are the truth, the directory is rebuilt from
+/// them (for an id with several rows, at its newest).
+fn directory(shared: &Shared, dry_run: bool, report: &mut RecoverReport) -> Result<()> {
+    let lost = shared.run("check the id directory", |c| async move {
+        c.query(
+            "SELECT t.tx_id, max(t.timestamp) FROM poh_txs t
+             WHERE NOT EXISTS (SELECT 1 FROM poh_ids d
+                               WHERE d.tx_id = t.tx_id AND d.timestamp = t.timestamp)
+             GROUP BY t.tx_id ORDER BY t.tx_id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, f64>(1)?)))
+        .collect::<PgResult<Vec<_>>>()
+    })?;
+    for (id, ts) in lost {
+        let action = if dry_run {
+            "would point the id directory at the row".to_owned()
+        } else {
+            let keys = id_keys([id.as_str()]);
+            shared.run(
+                &format!("repair the directory entry of tx {id}"),
+                |mut c| {
+                    let (keys, id) = (&keys, &id);
+                    async move {
+                        let t = c.transaction().await?;
+                        t.execute(LOCK_IDS, &[&NS_ID, keys]).await?;
+                        t.execute(
+                            "INSERT INTO poh_ids (tx_id, timestamp)
+                         SELECT $1, max(timestamp) FROM poh_txs WHERE tx_id = $1 HAVING count(*) > 0
+                         ON CONFLICT (tx_id) DO UPDATE SET timestamp = EXCLUDED.timestamp",
+                            &[id],
+                        )
+                        .await?;
+                        t.commit().await?;
+                        Ok(())
+                    }
+                },
+            )?;
+            "pointed the id directory at the row".to_owned()
+        };
+        report.findings.push(Finding {
+            tx_id: id,
+            kind: ProblemKind::Database,
+            detail: format!(
+                "the id directory does not point at its row (timestamp {ts}): loads do not see it"
+            ),
+            action,
+        });
+    }
+    // Entries without a row: garbage the store can prove (nothing points at a payload).
+    let stale = shared.run("check the id directory", |c| async move {
+        c.query(
+            "SELECT d.tx_id FROM poh_ids d
+             WHERE NOT EXISTS (SELECT 1 FROM poh_txs t
+                               WHERE t.tx_id = d.tx_id AND t.timestamp = d.timestamp)
+             ORDER BY d.tx_id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get::<_, String>(0)?))
+        .collect::<PgResult<Vec<_>>>()
+    })?;
+    for id in stale {
+        let action = if dry_run {
+            "would remove the entry".to_owned()
+        } else {
+            let keys = id_keys([id.as_str()]);
+            shared.run(
+                &format!("remove the directory entry of tx {id}"),
+                |mut c| {
+                    let (keys, id) = (&keys, &id);
+                    async move {
+                        let t = c.transaction().await?;
+                        t.execute(LOCK_IDS, &[&NS_ID, keys]).await?;
+                        t.execute(
+                            "DELETE FROM poh_ids d WHERE d.tx_id = $1
+                           AND NOT EXISTS (SELECT 1 FROM poh_txs t
+                                           WHERE t.tx_id = d.tx_id AND t.timestamp = d.timestamp)",
+                            &[id],
+                        )
+                        .await?;
+                        t.commit().await?;
+                        Ok(())
+                    }
+                },
+            )?;
+            "removed the entry".to_owned()
+        };
+        report.findings.push(Finding {
+            tx_id: id,
+            kind: ProblemKind::Database,
+            detail: "an id directory entry without a row".into(),
+            action,
+        });
+    }
+    Ok(())
 }
 
 /// Moves the rows of `id` whose payload fails its hash into `poh_quarantine`, in one
@@ -1069,9 +1244,15 @@ fn quarantine(shared: &Shared, id: &str, reason: &str) -> Result<()> {
                    RETURNING tx_id, holder_id, timestamp, storage_hash, size, payload)
                  INSERT INTO poh_quarantine (tx_id, holder_id, timestamp, storage_hash, size, payload, reason)
                  SELECT tx_id, holder_id, timestamp, storage_hash, size, payload, $2 FROM bad",
-                &[&id, &reason],
-            )
-            .await?;
+                     &[&id, &reason],
+                 )
+                 .await?;
+                 t.execute(
+                     "DELETE FROM poh_ids WHERE tx_id = $1
+                        AND NOT EXISTS (SELECT 1 FROM poh_txs WHERE tx_id = $1)",
+                     &[&id],
+                 )
+                 .await?;
             t.commit().await?;
             Ok(())
         }

@@ -7,6 +7,9 @@
 //!     [bucket * window_secs, (bucket + 1) * window_secs); poh_txs_default holds rows
 //!     of windows without a partition of their own
 //!     indexes: (tx_id), (timestamp, tx_id)
+//! poh_ids(tx_id text COLLATE "C" PRIMARY KEY, timestamp float8)
+//!     the id directory: the timestamp (so the window) of each id's row, so lookups and
+//!     re-saves search one partition; index (timestamp)
 //! poh_quarantine(... the columns of poh_txs ..., reason text, at timestamptz)
 //! ```
 //! The tables live in the connection's current schema (set another one with
@@ -45,6 +48,11 @@ CREATE TABLE IF NOT EXISTS poh_txs (
 CREATE TABLE IF NOT EXISTS poh_txs_default PARTITION OF poh_txs DEFAULT;
 CREATE INDEX IF NOT EXISTS poh_txs_id ON poh_txs (tx_id);
 CREATE INDEX IF NOT EXISTS poh_txs_time ON poh_txs (timestamp, tx_id);
+CREATE TABLE IF NOT EXISTS poh_ids (
+    tx_id text COLLATE "C" PRIMARY KEY,
+    timestamp double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS poh_ids_time ON poh_ids (timestamp);
 CREATE TABLE IF NOT EXISTS poh_quarantine (
     tx_id text COLLATE "C" NOT NULL,
     holder_id text NOT NULL,
@@ -66,7 +74,8 @@ pub(crate) fn open(shared: &Shared, opts: &OpenOptions, asked: i64) -> Result<Fo
     let res = shared.run("open the store", |mut c| async move {
         let r = c
             .query_one(
-                "SELECT to_regclass('poh_store') IS NOT NULL, to_regclass('poh_txs') IS NOT NULL",
+                "SELECT to_regclass('poh_store') IS NOT NULL,
+                        to_regclass('poh_txs') IS NOT NULL AND to_regclass('poh_ids') IS NOT NULL",
                 &[],
             )
             .await?;
