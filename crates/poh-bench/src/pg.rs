@@ -169,8 +169,24 @@ pub(crate) async fn partition_drop_vs_delete(args: &Args, n: usize) -> Result<Ve
         ops_per_s: gone.len() as f64 / drop_s.max(1e-9),
         peak_rss_mib: peak_rss_mib(),
         limit_ops_per_s: None,
-        note: "one delete_expired call: the window's ids read, its partition dropped".into(),
+        note: "one delete_expired call: the window's ids read, its partition detached".into(),
     }];
+    // The rest of the drop happens at the start of the next pass, off the store's lock.
+    let t = Instant::now();
+    let more = sm.delete_expired(now, 1000.0, 1000).await?;
+    let finish_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(more.is_empty(), "nothing left to expire");
+    rows.push(Row {
+        layout: "postgres".into(),
+        n,
+        phase: "expire a whole window: deferred work".into(),
+        ops: DROP_TXS as u64,
+        elapsed_s: finish_s,
+        ops_per_s: DROP_TXS as f64 / finish_s.max(1e-9),
+        peak_rss_mib: peak_rss_mib(),
+        limit_ops_per_s: None,
+        note: "the next pass: the window's directory entries removed, the table dropped".into(),
+    });
     sm.close().await?;
 
     let c = connect(&url).await?;
@@ -204,11 +220,15 @@ pub(crate) async fn partition_drop_vs_delete(args: &Args, n: usize) -> Result<Ve
         .await?;
     let del_s = t.elapsed().as_secs_f64();
     anyhow::ensure!(deleted as usize == DROP_TXS, "deleted {deleted} rows");
+    let t = Instant::now();
+    c.batch_execute("VACUUM plain").await?;
+    let vacuum_s = t.elapsed().as_secs_f64();
     eprintln!(
-        "  expire 100k: partition drop {:.1} ms, plain DELETE {:.1} ms ({:.1}x)",
+        "  expire 100k: partition drop {:.1} ms (+{:.1} ms next pass), plain DELETE {:.1} ms (+{:.1} ms VACUUM)",
         drop_s * 1e3,
+        finish_s * 1e3,
         del_s * 1e3,
-        del_s / drop_s.max(1e-9)
+        vacuum_s * 1e3
     );
     rows.push(Row {
         layout: "postgres-plain-delete".into(),
@@ -219,7 +239,18 @@ pub(crate) async fn partition_drop_vs_delete(args: &Args, n: usize) -> Result<Ve
         ops_per_s: deleted as f64 / del_s.max(1e-9),
         peak_rss_mib: 0.0,
         limit_ops_per_s: None,
-        note: "baseline: one table, DELETE ... WHERE timestamp < $1 (leaves VACUUM debt)".into(),
+        note: "baseline: one table, DELETE ... WHERE timestamp < $1".into(),
+    });
+    rows.push(Row {
+        layout: "postgres-plain-delete".into(),
+        n,
+        phase: "expire a whole window: deferred work".into(),
+        ops: deleted,
+        elapsed_s: vacuum_s,
+        ops_per_s: deleted as f64 / vacuum_s.max(1e-9),
+        peak_rss_mib: 0.0,
+        limit_ops_per_s: None,
+        note: "baseline: the VACUUM the DELETE owes".into(),
     });
     Ok(rows)
 }

@@ -175,13 +175,24 @@ async fn expiry_drops_whole_partitions_and_spares_fresh_resaves() {
         .expect("count");
     assert_eq!(old_parts, 0, "the two wholly expired windows were dropped");
     assert!(parts_before >= 2);
-    // A pass with nothing to expire expires nothing.
+    // A pass with nothing to expire expires nothing, and finishes the earlier drops:
+    // the parked tables and the directory entries of the dropped windows are gone.
     assert!(
         sm.delete_expired(NOW, 1000.0, 4)
             .await
             .expect("expire")
             .is_empty()
     );
+    let count = |sql: &str| c.psql("ttl", sql).expect("psql");
+    assert_eq!(
+        count("SELECT count(*) FROM pg_class WHERE relname LIKE 'poh\\_trash\\_%'"),
+        "0"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM poh_ids WHERE tx_id LIKE 'old%' AND tx_id <> 'old3'"),
+        "0"
+    );
+    assert!(sm.verify().await.expect("verify").is_clean());
     sm.close().await.expect("close");
 
     // Detaching instead of dropping keeps the rows, outside the store.
@@ -201,6 +212,16 @@ async fn expiry_drops_whole_partitions_and_spares_fresh_resaves() {
         .expect("expire");
     assert_eq!(got, vec!["gone".to_owned()]);
     assert_eq!(detach.load(&id("gone")).await.expect("load"), None);
+    let report = detach.verify().await.expect("verify");
+    assert!(
+        report.is_clean(),
+        "a drop being finished is no problem: {report:?}"
+    );
+    let more = detach
+        .delete_expired(NOW, 1000.0, 100)
+        .await
+        .expect("expire");
+    assert!(more.is_empty());
     assert_eq!(
         c.psql("ttl", "SELECT tx_id FROM poh_expired_p16999930")
             .expect("psql"),

@@ -494,12 +494,35 @@ impl PgWriter {
                 for b in missing {
                     let lo = b.saturating_mul(w);
                     let hi = b.saturating_add(1).saturating_mul(w);
+                    let name = part_name(b);
+                    let exists: bool = t
+                        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+                        .await?
+                        .try_get(0)?;
+                    if exists {
+                        created.push(b);
+                        continue;
+                    }
+                    // Entries of the window already (rows in the default partition, or
+                    // entries of a dropped window not cleaned up yet): no partition.
+                    let (flo, fhi) = (lo as f64, hi as f64);
+                    let taken: bool = t
+                        .query_one(
+                            "SELECT EXISTS (SELECT 1 FROM poh_ids
+                                            WHERE timestamp >= $1 AND timestamp < $2)",
+                            &[&flo, &fhi],
+                        )
+                        .await?
+                        .try_get(0)?;
+                    if taken {
+                        refused.push(b);
+                        continue;
+                    }
                     let sp = t.savepoint("poh_window").await?;
                     let made = sp
                         .batch_execute(&format!(
-                            "CREATE TABLE IF NOT EXISTS {} PARTITION OF poh_txs \
-                             FOR VALUES FROM ({lo}) TO ({hi})",
-                            part_name(b)
+                            "CREATE TABLE IF NOT EXISTS {name} PARTITION OF poh_txs \
+                             FOR VALUES FROM ({lo}) TO ({hi})"
                         ))
                         .await;
                     match made {
@@ -603,6 +626,61 @@ impl PgWriter {
         })
     }
 
+    /// Finishes the drops of earlier passes: for each parked table (`poh_trash_*`,
+    /// `poh_detached_*`), removes the directory entries of its window that point at no
+    /// row, then drops it (or renames it `poh_expired_*`, for the operator), in one
+    /// transaction under the DDL lock. Repeating it after a crash is harmless.
+    fn finish_drops(&self) -> Result<()> {
+        let w = self.shared.window;
+        let parked: Vec<String> = self.shared.run("list dropped partitions", |c| async move {
+            c.query(
+                "SELECT c.relname::text FROM pg_class c
+                 WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+                   AND (c.relname LIKE 'poh\\_trash\\_%' OR c.relname LIKE 'poh\\_detached\\_%')",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok(r.try_get::<_, String>(0)?))
+            .collect::<PgResult<Vec<_>>>()
+        })?;
+        for name in parked {
+            let (keep, suffix) = match name.strip_prefix("poh_trash_") {
+                Some(s) => (false, s.to_owned()),
+                None => (true, name["poh_detached_".len()..].to_owned()),
+            };
+            let Some(b) = part_bucket(&format!("poh_txs_{suffix}")) else {
+                continue;
+            };
+            let lo = b.saturating_mul(w) as f64;
+            let hi = b.saturating_add(1).saturating_mul(w) as f64;
+            self.shared
+                .run(&format!("finish the drop of {name}"), |mut c| {
+                    let (name, suffix) = (&name, &suffix);
+                    async move {
+                        let t = c.transaction().await?;
+                        t.execute(LOCK_STORE, &[&NS_STORE, &KEY_DDL]).await?;
+                        t.execute(
+                            "DELETE FROM poh_ids d WHERE d.timestamp >= $1 AND d.timestamp < $2
+                           AND NOT EXISTS (SELECT 1 FROM poh_txs t
+                                           WHERE t.tx_id = d.tx_id AND t.timestamp = d.timestamp)",
+                            &[&lo, &hi],
+                        )
+                        .await?;
+                        let last = if keep {
+                            format!("ALTER TABLE IF EXISTS {name} RENAME TO poh_expired_{suffix}")
+                        } else {
+                            format!("DROP TABLE IF EXISTS {name}")
+                        };
+                        t.batch_execute(&last).await?;
+                        t.commit().await?;
+                        Ok(())
+                    }
+                })?;
+        }
+        Ok(())
+    }
+
     /// Drops (or detaches) wholly expired partitions until `limit` ids are reached (at
     /// least one partition, whatever its size: dropping it costs the same), returning
     /// the ids they held.
@@ -660,24 +738,23 @@ impl PgWriter {
                     let hi = b.saturating_add(1).saturating_mul(w) as f64;
                     for r in t
                         .query(
-                            "DELETE FROM poh_ids WHERE timestamp >= $1 AND timestamp < $2
-                             RETURNING tx_id",
+                            "SELECT tx_id FROM poh_ids WHERE timestamp >= $1 AND timestamp < $2",
                             &[&lo, &hi],
                         )
                         .await?
                     {
                         ids.push(r.try_get(0)?);
                     }
-                    if detach {
-                        t.batch_execute(&format!(
-                            "ALTER TABLE poh_txs DETACH PARTITION {name};
-                             ALTER TABLE {name} RENAME TO poh_expired_{}",
-                            &name["poh_txs_".len()..]
-                        ))
-                        .await?;
-                    } else {
-                        t.batch_execute(&format!("DROP TABLE {name}")).await?;
-                    }
+                    // Out of the store at once (a catalog change); the table itself and
+                    // the directory entries go in the next pass (`finish_drops`), without
+                    // holding up saves and loads.
+                    let parked = if detach { "poh_detached_" } else { "poh_trash_" };
+                    t.batch_execute(&format!(
+                        "ALTER TABLE poh_txs DETACH PARTITION {name};
+                         ALTER TABLE {name} RENAME TO {parked}{}",
+                        &name["poh_txs_".len()..]
+                    ))
+                    .await?;
                 }
                 t.commit().await?;
                 Ok((ids, gone))
@@ -764,6 +841,7 @@ impl EngineWriter for PgWriter {
     }
 
     fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
+        self.finish_drops()?;
         self.ensure_ahead(now)?;
         let mut ids = self.drop_expired_windows(now, ttl, limit)?;
         if ids.len() >= limit {
@@ -1179,19 +1257,47 @@ fn directory(shared: &Shared, dry_run: bool, report: &mut RecoverReport) -> Resu
         });
     }
     // Entries without a row: garbage the store can prove (nothing points at a payload).
-    let stale = shared.run("check the id directory", |c| async move {
-        c.query(
-            "SELECT d.tx_id FROM poh_ids d
-             WHERE NOT EXISTS (SELECT 1 FROM poh_txs t
-                               WHERE t.tx_id = d.tx_id AND t.timestamp = d.timestamp)
-             ORDER BY d.tx_id",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| Ok(r.try_get::<_, String>(0)?))
-        .collect::<PgResult<Vec<_>>>()
+    // Those of a window whose drop is being finished (its parked table still exists) are
+    // the next expiry pass's work, not a problem.
+    let (stale, parked) = shared.run("check the id directory", |c| async move {
+        let stale = c
+            .query(
+                "SELECT d.tx_id, d.timestamp FROM poh_ids d
+                 WHERE NOT EXISTS (SELECT 1 FROM poh_txs t
+                                   WHERE t.tx_id = d.tx_id AND t.timestamp = d.timestamp)
+                 ORDER BY d.tx_id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, f64>(1)?)))
+            .collect::<PgResult<Vec<_>>>()?;
+        let parked = c
+            .query(
+                "SELECT c.relname::text FROM pg_class c
+                 WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+                   AND (c.relname LIKE 'poh\\_trash\\_%' OR c.relname LIKE 'poh\\_detached\\_%')",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((stale, parked))
     })?;
+    let parked: BTreeSet<i64> = parked
+        .iter()
+        .filter_map(|n| {
+            let suffix = n
+                .strip_prefix("poh_trash_")
+                .or_else(|| n.strip_prefix("poh_detached_"))?;
+            part_bucket(&format!("poh_txs_{suffix}"))
+        })
+        .collect();
+    let stale = stale
+        .into_iter()
+        .filter(|(_, ts)| !parked.contains(&bucket(*ts, shared.window)))
+        .map(|(id, _)| id);
     for id in stale {
         let action = if dry_run {
             "would remove the entry".to_owned()
