@@ -527,6 +527,14 @@ fn from_file_stem(stem: &str) -> Option<String> {
     TxId::from_file_stem(stem).map(TxId::into_string)
 }
 
+/// The stem the prototype gave `tx_id`'s payload (`<stem>.bin`) when the store still reads
+/// it there (its own name missing), else None; ValueError for an invalid id.
+#[pyfunction]
+fn prototype_file_stem(tx_id: &str) -> PyResult<Option<String>> {
+    let id = TxId::new(tx_id).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(id.prototype_file_stem().map(str::to_owned))
+}
+
 /// True if `tx_id` is a valid id.
 #[pyfunction]
 fn is_valid_id(tx_id: &str) -> bool {
@@ -592,6 +600,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open_store_sync, m)?)?;
     m.add_function(wrap_pyfunction!(file_stem, m)?)?;
     m.add_function(wrap_pyfunction!(from_file_stem, m)?)?;
+    m.add_function(wrap_pyfunction!(prototype_file_stem, m)?)?;
     m.add_function(wrap_pyfunction!(is_valid_id, m)?)?;
     m.add_function(wrap_pyfunction!(sha256_hex, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;

@@ -185,6 +185,14 @@ impl FilesWriter {
                 fail = Some(StorageError::io("fsync base directory", base, e));
             }
         }
+        if fail.is_none() {
+            // Each saved payload is durable at its own name: an older one left at the
+            // prototype's name for its id is garbage now (not synced: should the removal
+            // be lost, loads still prefer the own name).
+            for s in live.iter().flat_map(|(_, s)| s) {
+                remove_prototype_name(&self.payloads, &s.id);
+            }
+        }
         drop(guard);
         // Past the commit point a failure does not undo the save: say so.
         let fail = fail.map(|cause| StorageError::Unfinished {
@@ -321,15 +329,33 @@ fn stage_all(
     results
 }
 
-/// Removes a payload whose row is gone. A failure only leaves an orphan file, which
-/// `recover` removes later; the delete itself has happened.
+/// Removes a payload whose row is gone, under its own name and under the prototype's
+/// name for its id (a prototype store's payload not yet renamed). A failure only leaves
+/// an orphan file, which `recover` quarantines later; the delete itself has happened.
 fn remove_payload(payloads: &PayloadStore, id: &TxId) {
     let path = payloads.path(id);
     match payloads.fs().remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => warn!(tx_id = %id, path = %path.display(), error = %e,
-            "row deleted but payload file not removed; `recover` will remove the orphan"),
+            "row deleted but payload file not removed; `recover` will quarantine the orphan"),
+    }
+    remove_prototype_name(payloads, id);
+}
+
+/// Removes the file at the prototype's name for `id`, if the id has one (see
+/// [`PayloadStore::prototype_path`]): an earlier version of a tx whose current payload
+/// is at its own name (re-saved), or whose row is gone (deleted). Never the last copy of
+/// a committed payload: loads read that name only while the own name is missing.
+fn remove_prototype_name(payloads: &PayloadStore, id: &TxId) {
+    let Some(path) = payloads.prototype_path(id) else {
+        return;
+    };
+    match payloads.fs().remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(tx_id = %id, path = %path.display(), error = %e,
+            "an old payload at the prototype's name for this id was not removed"),
     }
 }
 
