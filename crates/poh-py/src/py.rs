@@ -454,6 +454,23 @@ impl Store {
         spawn(done, load_many(self.sm.clone(), ids))
     }
 
+    /// Loads `id` on the calling thread, GIL released, if that needs no waiting: the tx
+    /// tuple, or None when there is no such tx (an invalid id included); False when the
+    /// caller must go through `load_many` (a payload over `max_bytes` or of unknown size,
+    /// or any problem, whose precise error `load_many` gives). See
+    /// `StorageManager::load_small_now`.
+    fn load_now(&self, py: Python<'_>, id: &str, max_bytes: u64) -> PyResult<Py<PyAny>> {
+        let Ok(id) = TxId::new(id) else {
+            return Ok(py.None());
+        };
+        let sm = &self.sm;
+        Ok(match py.detach(|| sm.load_small_now(&id, max_bytes)) {
+            Some(Some(tx)) => tx_to_py(py, tx)?.unbind(),
+            Some(None) => py.None(),
+            None => false.into_pyobject(py)?.to_owned().into_any().unbind(),
+        })
+    }
+
     fn load_many_sync(&self, py: Python<'_>, ids: Vec<String>) -> PyResult<Py<PyAny>> {
         block(py, load_many(self.sm.clone(), ids))
     }

@@ -33,6 +33,17 @@ impl EngineReader for FilesReader {
         }
     }
 
+    /// One row lookup and one read of `<stem>.bin`; never the slow path's lock wait.
+    fn load_small(&mut self, id: &TxId, max_bytes: u64) -> Option<Option<Tx>> {
+        let Some(row) = self.meta.get(id.as_str()).ok()? else {
+            return Some(None);
+        };
+        if row.size.is_none_or(|n| n > max_bytes) {
+            return None;
+        }
+        check_payload(&self.payloads, &row).ok().map(Some)
+    }
+
     fn row(&mut self, tx_id: &str) -> Result<Option<MetaRow>> {
         self.meta.get(tx_id)
     }
