@@ -1,7 +1,8 @@
 //! `TxId::new` never panics; every id it accepts maps to one plain file name directly
 //! inside the base directory (`<stem>.bin`, never a dot-name), the mapping parses back to
 //! the same id, and no other name parses back to it. `TxId::from_file_stem` never panics
-//! and accepts only canonical stems.
+//! and accepts only canonical stems. The prototype's name for an id, when the store reads
+//! it, is one plain name inside the base that no id's own name can be.
 #![no_main]
 
 use std::path::{Component, Path};
@@ -38,6 +39,20 @@ fuzz_target!(|data: &[u8]| {
         matches!(comps.as_slice(), [Component::Normal(c)] if *c == name.as_str()),
         "{id:?} is not a single normal component: {comps:?}"
     );
+    if let Some(proto) = id.prototype_file_stem() {
+        assert_ne!(proto, &*stem, "{id:?}: the prototype name is its own");
+        assert!(
+            TxId::from_file_stem(proto).is_none(),
+            "{id:?}: its prototype name {proto:?} is another id's name"
+        );
+        let name = format!("{proto}.bin");
+        assert!(name.len() <= 255, "{id:?}: {name:?} is too long for a name");
+        let comps: Vec<_> = Path::new(&name).components().collect();
+        assert!(
+            matches!(comps.as_slice(), [Component::Normal(c)] if *c == name.as_str()),
+            "{id:?}: its prototype name is not a single normal component: {comps:?}"
+        );
+    }
     let base = Path::new("/store/base");
     assert_eq!(
         base.join(&name).parent(),

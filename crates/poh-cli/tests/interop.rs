@@ -220,3 +220,49 @@ fn our_store_is_read_and_recovered_by_the_prototype() {
         "our holder_id survives the prototype's recover"
     );
 }
+
+/// Ids that are not safe file names (the network layer's `str(addr)`): the prototype
+/// names their payloads `<id>.bin` as they are; ours loads them from there with no
+/// manual step, and its `recover` moves them to their own (escaped) names, after which
+/// they still load in ours. (The committed fixture `tests/fixtures/prototype-ids` covers
+/// the same without the prototype; see `prototype_ids.rs`.)
+#[test]
+fn prototype_store_with_unusual_ids_opens_in_ours() {
+    let Some(seedref) = seedref() else { return };
+    let s = Scratch::new();
+    let proto = Proto::new(seedref, &s);
+    let ids = ["('127.0.0.1', 5)", "a b", "é", "p1"];
+    for (i, id) in ids.iter().enumerate() {
+        proto.save(
+            id,
+            1_700_000_000.0 + i as f64,
+            format!("payload {i}").as_bytes(),
+        );
+    }
+    assert!(s.base().join("('127.0.0.1', 5).bin").is_file());
+    let printed: Vec<String> = ids.iter().map(|id| proto.load(id)).collect();
+
+    let mut sorted: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    sorted.sort();
+    assert_eq!(s.list(), sorted);
+    for (id, theirs) in ids.iter().zip(&printed) {
+        assert_eq!(&s.ok(&["load", "--tx-id", id]), theirs, "{id}");
+    }
+    s.ok(&["save", "--tx", &tx_json("q1", 1_700_000_010.0, b"ours")]);
+    // Reading changed nothing: the prototype still loads its own.
+    for (id, theirs) in ids.iter().zip(&printed) {
+        assert_eq!(&proto.load(id), theirs, "{id}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&s.ok(&["recover"])).expect("JSON");
+    assert_eq!(report["findings"], serde_json::json!([]), "{report}");
+    assert_eq!(
+        report["adopted"].as_array().map(Vec::len),
+        Some(3),
+        "{report}"
+    );
+    assert!(!s.base().join("('127.0.0.1', 5).bin").exists());
+    for (id, theirs) in ids.iter().zip(&printed) {
+        assert_eq!(&s.ok(&["load", "--tx-id", id]), theirs, "{id}");
+    }
+    s.ok(&["verify"]);
+}

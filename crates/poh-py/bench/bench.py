@@ -2,7 +2,7 @@
 """The prototype's workload from Python, against the prototype's model and against ours,
 in one run.
 
-    python crates/poh-py/bench/bench.py --n 10000 --size 1024 [--dir /tmp] [--markdown out.md]
+    python crates/poh-py/bench/bench.py --n 10000 --size 1024 [--repeat 3] [--dir /tmp] [--markdown out.md]
 
 Runs each side in its own subprocess (both packages are called ``poh_storage``): the
 prototype's model from ``../shared/seedref`` (or ``$POH_SEEDREF``; needs aiofiles and
@@ -19,8 +19,15 @@ store of N txs of SIZE random bytes, every 10th older than the TTL, and times:
   recover                ``recover()``; ops = txs checked
 
 Ours is durable (each acknowledged save is fsynced and committed); the prototype's is not
-(no fsync of payloads). Each phase is preceded by an untimed ``os.sync()``. Prints one
-JSON line per phase per side, then a table (also written as Markdown with --markdown).
+(no fsync of payloads). Each phase is preceded by an untimed ``os.sync()``.
+
+Figures on a shared machine swing by 2-4x from run to run, so the two sides run REPEAT
+times, alternating which goes first, and the table gives each side's median per phase
+(the ratio column divides the medians; the per-round ratios follow it). No file is
+deleted between sides or rounds (every store, and each side's warm-up store, is removed
+at the end): ext4 is slow to create files for a minute after many were deleted, which
+would penalise whichever side runs after a deletion. Prints one JSON line per phase per
+side per round, then the table (also written as Markdown with --markdown).
 """
 import argparse
 import asyncio
@@ -29,6 +36,7 @@ import os
 import pathlib
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -92,8 +100,7 @@ async def side(root: pathlib.Path, n: int, size: int, width: int, warmup_s: floa
         while time.perf_counter() - t0 < warmup_s:
             await w.save_tx(Tx(f"w{i}", "h", now, os.urandom(size)))
             i += 1
-        await w.close()
-        shutil.rmtree(root / "warm", ignore_errors=True)
+        await w.close()  # kept until the driver removes everything: see the docstring
 
     base = root / "data"
     m = await StorageManager.create(str(base), str(base / "poh.db"))
@@ -156,23 +163,32 @@ async def side(root: pathlib.Path, n: int, size: int, width: int, warmup_s: floa
 # ------------------------------------------------------------------------------------
 # The driver
 
-def run_side(name: str, args, env) -> dict:
-    root = pathlib.Path(args.dir) / f"poh_py_bench_{name}_{args.n}"
-    shutil.rmtree(root, ignore_errors=True)
+def run_side(name: str, args, env, top: pathlib.Path, round_no: int) -> dict:
+    root = top / f"{name}_{round_no}"
     root.mkdir(parents=True)
     cmd = [sys.executable, __file__, "--side", str(root), "--n", str(args.n), "--size", str(args.size),
            "--concurrency", str(args.concurrency), "--warmup-s", str(args.warmup_s)]
-    print(f"# {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    print(f"# {name}, round {round_no}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    shutil.rmtree(root, ignore_errors=True)
     if out.returncode != 0:
         sys.exit(f"{name} failed:\n{out.stderr}")
     results = {}
     for line in out.stdout.splitlines():
         r = json.loads(line)
         results[r["phase"]] = r
-        print(json.dumps({"side": name, **r}), flush=True)
+        print(json.dumps({"side": name, "round": round_no, **r}), flush=True)
     return results
+
+
+def median_rates(runs: list) -> dict:
+    """Per phase, the median of the rounds' ops/s (and of their seconds)."""
+    out = {}
+    for key, _ in PHASES:
+        rs = [r[key] for r in runs if key in r and r[key].get("ops_per_s")]
+        if rs:
+            out[key] = {"ops_per_s": statistics.median(r["ops_per_s"] for r in rs),
+                        "secs": statistics.median(r["secs"] for r in rs)}
+    return out
 
 
 def fmt_rate(r) -> str:
@@ -189,6 +205,8 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp")
     ap.add_argument("--concurrency", type=int, default=512, help="calls in flight in the concurrent phases")
     ap.add_argument("--warmup-s", type=float, default=3.0)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds of both sides, alternating which runs first; the table gives medians")
     ap.add_argument("--markdown", help="also write the table to this file")
     ap.add_argument("--side", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -202,32 +220,51 @@ def main() -> None:
         sys.exit(f"the prototype's model is not at {seed} (set POH_SEEDREF)")
     proto_env = dict(os.environ, PYTHONPATH=str(seed))
     ours_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proto = run_side("prototype", args, proto_env)
-    ours = run_side("ours", args, ours_env)
+    top = pathlib.Path(args.dir) / f"poh_py_bench_{args.n}_{os.getpid()}"
+    shutil.rmtree(top, ignore_errors=True)
+    proto_runs, ours_runs = [], []
+    try:
+        for k in range(1, max(1, args.repeat) + 1):
+            sides = [("prototype", proto_env, proto_runs), ("ours", ours_env, ours_runs)]
+            if k % 2 == 0:
+                sides.reverse()
+            for name, env, runs in sides:
+                runs.append(run_side(name, args, env, top, k))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    proto, ours = median_rates(proto_runs), median_rates(ours_runs)
 
+    def ratio(o, p, key, base=None):
+        base = base or key
+        if key in o and base in p:
+            return o[key]["ops_per_s"] / p[base]["ops_per_s"]
+        return None
+
+    rounds = len(proto_runs)
     lines = [
-        f"N = {args.n:,} txs of {args.size} bytes; concurrent phases keep {args.concurrency} calls in flight.",
+        f"N = {args.n:,} txs of {args.size} bytes; concurrent phases keep {args.concurrency} calls in flight; "
+        f"median of {rounds} round(s), alternating which side runs first.",
         "",
-        "| phase | prototype's model | poh_storage (ours) | ours / prototype |",
-        "|---|---:|---:|---:|",
+        "| phase | prototype's model | poh_storage (ours) | ours / prototype | per round |",
+        "|---|---:|---:|---:|---|",
     ]
     for key, label in PHASES:
         p, o = proto.get(key), ours.get(key)
-        ratio = "—"
-        if p and o and p.get("ops_per_s") and o.get("ops_per_s"):
-            ratio = f"{o['ops_per_s'] / p['ops_per_s']:,.1f}x"
-        extra = ""
+        r = ratio(ours, proto, key)
+        cell = "—" if r is None else f"{r:,.1f}x"
         if key.startswith("ttl") and p and o:
-            extra = f" ({p['secs'] * 1000:,.1f} ms vs {o['secs'] * 1000:,.2f} ms)"
-        lines.append(f"| {label} | {fmt_rate(p)} | {fmt_rate(o)} | {ratio}{extra} |")
-    base_save = proto["save_seq"]["ops_per_s"]
+            cell += f" ({p['secs'] * 1000:,.1f} ms vs {o['secs'] * 1000:,.2f} ms)"
+        per_round = ", ".join(
+            f"{ratio(orun, prun, key):,.1f}x" for prun, orun in zip(proto_runs, ours_runs)
+            if ratio(orun, prun, key) is not None)
+        lines.append(f"| {label} | {fmt_rate(p)} | {fmt_rate(o)} | {cell} | {per_round} |")
     lines += [
         "",
-        f"Targets: concurrent durable save_tx ≥ 10x the prototype's save rate: "
-        f"{ours['save_conc']['ops_per_s'] / base_save:,.1f}x; "
-        f"load_tx ≥ 20x: {ours['load_seq']['ops_per_s'] / proto['load_seq']['ops_per_s']:,.1f}x one at a time, "
-        f"{ours['load_conc']['ops_per_s'] / proto['load_seq']['ops_per_s']:,.1f}x concurrent "
-        f"(against the prototype's one-at-a-time loads).",
+        f"Targets (medians): concurrent durable save_tx ≥ 10x the prototype's concurrent save: "
+        f"{ratio(ours, proto, 'save_conc'):,.1f}x "
+        f"({ratio(ours, proto, 'save_conc', 'save_seq'):,.1f}x its one-at-a-time save); "
+        f"load_tx ≥ 20x: {ratio(ours, proto, 'load_seq'):,.1f}x one at a time, "
+        f"{ratio(ours, proto, 'load_conc'):,.1f}x concurrent.",
     ]
     table = "\n".join(lines)
     print(table)

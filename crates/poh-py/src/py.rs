@@ -454,6 +454,23 @@ impl Store {
         spawn(done, load_many(self.sm.clone(), ids))
     }
 
+    /// Loads `id` on the calling thread, GIL released, if that needs no waiting: the tx
+    /// tuple, or None when there is no such tx (an invalid id included); False when the
+    /// caller must go through `load_many` (a payload over `max_bytes` or of unknown size,
+    /// or any problem, whose precise error `load_many` gives). See
+    /// `StorageManager::load_small_now`.
+    fn load_now(&self, py: Python<'_>, id: &str, max_bytes: u64) -> PyResult<Py<PyAny>> {
+        let Ok(id) = TxId::new(id) else {
+            return Ok(py.None());
+        };
+        let sm = &self.sm;
+        Ok(match py.detach(|| sm.load_small_now(&id, max_bytes)) {
+            Some(Some(tx)) => tx_to_py(py, tx)?.unbind(),
+            Some(None) => py.None(),
+            None => false.into_pyobject(py)?.to_owned().into_any().unbind(),
+        })
+    }
+
     fn load_many_sync(&self, py: Python<'_>, ids: Vec<String>) -> PyResult<Py<PyAny>> {
         block(py, load_many(self.sm.clone(), ids))
     }
@@ -527,6 +544,14 @@ fn from_file_stem(stem: &str) -> Option<String> {
     TxId::from_file_stem(stem).map(TxId::into_string)
 }
 
+/// The stem the prototype gave `tx_id`'s payload (`<stem>.bin`) when the store still reads
+/// it there (its own name missing), else None; ValueError for an invalid id.
+#[pyfunction]
+fn prototype_file_stem(tx_id: &str) -> PyResult<Option<String>> {
+    let id = TxId::new(tx_id).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(id.prototype_file_stem().map(str::to_owned))
+}
+
 /// True if `tx_id` is a valid id.
 #[pyfunction]
 fn is_valid_id(tx_id: &str) -> bool {
@@ -592,6 +617,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open_store_sync, m)?)?;
     m.add_function(wrap_pyfunction!(file_stem, m)?)?;
     m.add_function(wrap_pyfunction!(from_file_stem, m)?)?;
+    m.add_function(wrap_pyfunction!(prototype_file_stem, m)?)?;
     m.add_function(wrap_pyfunction!(is_valid_id, m)?)?;
     m.add_function(wrap_pyfunction!(sha256_hex, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;

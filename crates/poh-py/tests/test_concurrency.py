@@ -96,6 +96,8 @@ def test_the_gil_is_released_during_blocking_calls(paths):
             start = counter
             t0 = time.perf_counter()
             m.save_many(txs)
+            for tx in txs:  # loads run on this thread, GIL released
+                assert m.load_tx(tx.tx_id) == tx
             for _ in range(3):
                 m.recover()
             spent = time.perf_counter() - t0

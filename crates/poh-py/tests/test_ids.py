@@ -1,13 +1,16 @@
 """Ids: any non-empty string of at most 255 UTF-8 bytes without control characters.
 Safe ids keep the prototype's file name; others are escaped reversibly and stay inside
 the base; listing returns the original ids."""
+import os
+import shutil
+
 import pytest
 
-from poh_storage import Tx
+from poh_storage import StorageManager, Tx
 from poh_storage._native import file_stem, from_file_stem
 from poh_storage.file_store import FileStore
 
-from conftest import listing
+from conftest import REPO, listing
 
 
 ODD_IDS = [
@@ -103,3 +106,72 @@ async def test_file_store_uses_the_same_names(tmp_path):
     await fs.remove("plain")
     assert await fs.list_keys() == ["('127.0.0.1', 5)"]
     fs.close()
+
+
+# A store the prototype wrote with such ids: its payloads at `<id>.bin` as the id reads
+# (committed fixture, written by the prototype's own CLI: see its README).
+PROTO_FIXTURE = REPO / "crates" / "poh-cli" / "tests" / "fixtures" / "prototype-ids"
+NET = "('127.0.0.1', 5)"
+
+
+def copy_prototype_fixture(tmp_path):
+    base = tmp_path / "data"
+    shutil.copytree(PROTO_FIXTURE / "store", base)
+    shutil.copy(PROTO_FIXTURE / "outside.bin", tmp_path / "outside.bin")
+    return base, base / "poh.db"
+
+
+@pytest.mark.asyncio
+async def test_a_prototype_store_with_unusual_ids_opens_as_it_is(tmp_path):
+    base, db = copy_prototype_fixture(tmp_path)
+    assert (base / f"{NET}.bin").is_file()
+    m = await StorageManager.create(str(base), str(db))
+    try:
+        tx = await m.load_tx(NET)
+        assert tx == Tx(NET, "", 1700000007.25, b"saved again by the prototype")
+        assert (await m.load_tx("é")).payload == "payload of é".encode()
+        assert (await m.load_tx("a b")).payload == bytes(range(256))
+        assert (await m.load_tx(".hidden")).payload == b""
+        assert (await m.load_tx("x" * 200)).timestamp == 1700000004.0
+        # The prototype wrote this one outside its base: never read from there.
+        with pytest.raises(FileNotFoundError):
+            await m.load_tx("../outside")
+        assert await m.file_store.load(NET) == b"saved again by the prototype"
+        assert await m.file_store.exists("a b")
+        assert NET in await m.file_store.list_keys()
+        # recover renames them to their own names and reports every valid tx.
+        valid = await m.recover()
+        assert sorted(valid) == sorted([NET, "é", "a b", ".hidden", "x" * 200, "plain-1"])
+        assert sorted(m.last_recover_report["adopted"]) == sorted([NET, "é", "a b", ".hidden", "x" * 200])
+        assert not (base / f"{NET}.bin").exists()
+        assert (base / f"{file_stem(NET)}.bin").read_bytes() == b"saved again by the prototype"
+        assert (await m.load_tx(NET)).payload == b"saved again by the prototype"
+    finally:
+        await m.close()
+    assert (tmp_path / "outside.bin").read_bytes() == b"written outside the base"
+
+
+@pytest.mark.asyncio
+async def test_file_store_reads_and_removes_the_prototypes_names(tmp_path):
+    base, _ = copy_prototype_fixture(tmp_path)
+    fs = FileStore(str(base))
+    assert await fs.load("a b") == bytes(range(256))
+    assert sorted(await fs.list_keys()) == sorted([NET, "é", "a b", ".hidden", "x" * 200, "plain-1"])
+    with pytest.raises(FileNotFoundError):
+        await fs.load("../outside")
+    assert not await fs.exists("../outside")
+    # A link planted at a prototype name is never followed.
+    (base / "é.bin").unlink()
+    os.symlink(tmp_path / "outside.bin", base / "é.bin")
+    with pytest.raises(OSError):
+        await fs.load("é")
+    assert not await fs.exists("é")
+    # A save writes the own name and drops the old file; a remove drops both names.
+    await fs.save(NET, b"new")
+    assert not (base / f"{NET}.bin").exists()
+    assert await fs.load(NET) == b"new"
+    await fs.remove("a b")
+    assert not (base / "a b.bin").exists()
+    assert "a b" not in await fs.list_keys()
+    fs.close()
+    assert (tmp_path / "outside.bin").read_bytes() == b"written outside the base"

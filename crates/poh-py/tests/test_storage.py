@@ -1,5 +1,6 @@
 """StorageManager's behaviour, the way callers use it: a store under tmp_path with the
 database inside the base directory."""
+import asyncio
 import errno
 import os
 import pathlib
@@ -168,3 +169,51 @@ async def test_many_payload_sizes_round_trip(manager):
         await manager.save_tx(Tx(f"s{n}", "h", 1.0, os.urandom(n)))
     for n in sizes:
         assert len((await manager.load_tx(f"s{n}")).payload) == n
+
+
+@pytest.mark.asyncio
+async def test_a_small_load_completes_without_waiting_on_the_loop(manager):
+    await manager.save_tx(Tx("small", "h", 1.0, b"tiny"))
+    # Read on the calling thread: the coroutine finishes at its first step, with no
+    # future to wait for and no trip through the engine's threads.
+    coro = manager.load_tx("small")
+    with pytest.raises(StopIteration) as done:
+        coro.send(None)
+    assert done.value.value == Tx("small", "h", 1.0, b"tiny")
+    coro = manager.load_tx("unknown")
+    with pytest.raises(StopIteration) as done:
+        coro.send(None)
+    assert done.value.value is None
+
+
+@pytest.mark.asyncio
+async def test_a_load_over_the_inline_limit_waits_for_the_engine(manager):
+    await manager.save_tx(Tx("big", "h", 1.0, b"x" * 100))
+    manager.inline_load_max = 99
+    coro = manager.load_tx("big")
+    fut = coro.send(None)  # suspended on the engine's answer
+    assert isinstance(fut, asyncio.Future) and not fut.done()
+    await asyncio.wait([fut])
+    with pytest.raises(StopIteration) as done:
+        coro.send(None)
+    assert done.value.value.payload == b"x" * 100
+    manager.inline_load_max = 100
+    assert (await manager.load_tx("big")).payload == b"x" * 100
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("inline", [64 * 1024, 0])
+async def test_load_errors_are_the_same_inline_or_not(manager, paths, inline):
+    base, _ = paths
+    manager.inline_load_max = inline
+    for i in range(3):
+        await manager.save_tx(Tx(str(i), "h", float(i), b"p%d" % i))
+    (base / "1.bin").write_bytes(b"p9")  # same size, other bytes
+    os.remove(base / "2.bin")
+    with pytest.raises(IntegrityError):
+        await manager.load_tx("1")
+    with pytest.raises(FileNotFoundError):
+        await manager.load_tx("2")
+    assert await manager.load_tx("nope") is None
+    assert await manager.load_tx("bad\x00id") is None
+    assert (await manager.load_tx("0")).payload == b"p0"

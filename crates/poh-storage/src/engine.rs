@@ -95,6 +95,19 @@ pub(crate) trait EngineReader: Send {
     fn load_many(&mut self, ids: &[TxId]) -> Vec<Result<Option<Tx>>> {
         ids.iter().map(|id| self.load(id)).collect()
     }
+    /// [`load`](Self::load) for a caller that must not wait: the tx (or `None` if
+    /// unknown) when its row records a payload of at most `max_bytes` and that payload
+    /// verifies at the first read; `None` for anything else (a larger or unsized payload,
+    /// an error, a payload that does not verify), which the caller then loads with
+    /// [`load`](Self::load), whose errors are precise and which may wait out a writer
+    /// mid-protocol. Never waits for a lock. The default looks the row up, then loads.
+    fn load_small(&mut self, id: &TxId, max_bytes: u64) -> Option<Option<Tx>> {
+        match self.row(id.as_str()).ok()? {
+            None => Some(None),
+            Some(row) if row.size.is_some_and(|n| n <= max_bytes) => self.load(id).ok(),
+            Some(_) => None,
+        }
+    }
     /// The row of `tx_id`, without reading the payload.
     fn row(&mut self, tx_id: &str) -> Result<Option<MetaRow>>;
     /// Up to `limit` rows with `tx_id > after`, in id order.

@@ -335,6 +335,25 @@ impl StorageManager {
             .await
     }
 
+    /// Loads `id` on the calling thread, without any hand-off, if that needs no waiting:
+    /// `Some(Some(tx))` (verified, as [`load`](Self::load)) or `Some(None)` (no such tx)
+    /// when the tx is unknown or its row records a payload of at most `max_bytes` that
+    /// verifies at the first read; `None` for anything else — a larger payload, a row
+    /// without a recorded size (written by the prototype), any error or a payload that
+    /// does not verify — which the caller then loads with [`load`](Self::load) (whose
+    /// errors are precise, and which waits out a writer mid-protocol).
+    ///
+    /// This blocks: one indexed lookup and the read of one small file, on the calling
+    /// thread (tens of microseconds from the page cache, a disk read otherwise). It is for
+    /// callers to whom a thread hand-off per load costs more than that (the Python
+    /// bindings, which release the GIL around it); from an async task, prefer
+    /// [`load`](Self::load).
+    pub fn load_small_now(&self, id: &TxId, max_bytes: u64) -> Option<Option<Tx>> {
+        Self::with_reader(&self.inner, |r| Ok(r.load_small(id, max_bytes)))
+            .ok()
+            .flatten()
+    }
+
     /// Loads many ids in one hand-off to the blocking pool; one result per id, in order.
     pub async fn load_many(&self, ids: Vec<TxId>) -> Result<Vec<Result<Option<Tx>>>> {
         self.read(move |inner| Self::with_reader(inner, |r| Ok(r.load_many(&ids))))

@@ -60,6 +60,10 @@ pub struct RecoverReport {
     pub rolled_forward: Vec<String>,
     /// Temp files removed (or to remove).
     pub temps_removed: Vec<PathBuf>,
+    /// Txs whose payload was found at the name the prototype gave it (`<id>.bin` for an
+    /// id that is not a safe name) and renamed to the store's own name for it (in a dry
+    /// run: to rename). Not a problem: loads read either name.
+    pub adopted: Vec<String>,
     /// Every problem found, with its action.
     pub findings: Vec<Finding>,
 }

@@ -250,3 +250,43 @@ async fn concurrent_saves_and_loads_on_segments() {
     }
     sm.close().await.unwrap();
 }
+
+/// `load_small_now` (a load on the calling thread, for callers that cannot afford a
+/// hand-off) answers exactly as `load` does or declines: the tx for a small payload,
+/// `None` for an unknown id, and a decline — never a wrong answer — for a payload over
+/// the limit or one that does not verify, which `load` then reports precisely.
+#[tokio::test]
+async fn small_loads_on_the_calling_thread_answer_as_load_or_decline() {
+    for layout in [Layout::Files, Layout::Segments] {
+        let dir = TempDir::new().unwrap();
+        let sm = open(&dir, layout).await;
+        let small = t("small", 1.0, "tiny");
+        let big = tx("big", 2.0, &[7u8; 5000]);
+        sm.save_batch(vec![small.clone(), big.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            sm.load_small_now(&id("small"), 4096),
+            Some(Some(small.clone())),
+            "{layout}"
+        );
+        assert_eq!(sm.load_small_now(&id("nope"), 4096), Some(None), "{layout}");
+        assert_eq!(sm.load_small_now(&id("big"), 4096), None, "{layout}");
+        assert_eq!(
+            sm.load_small_now(&id("big"), 5000),
+            Some(Some(big)),
+            "{layout}"
+        );
+        if layout == Layout::Files {
+            std::fs::write(dir.path().join("data/small.bin"), b"TINY").unwrap();
+            assert_eq!(sm.load_small_now(&id("small"), 4096), None);
+            let err = sm.load(&id("small")).await.unwrap_err();
+            assert!(matches!(err, StorageError::Integrity { .. }), "{err}");
+            std::fs::remove_file(dir.path().join("data/small.bin")).unwrap();
+            assert_eq!(sm.load_small_now(&id("small"), 4096), None);
+            let err = sm.load(&id("small")).await.unwrap_err();
+            assert!(matches!(err, StorageError::PayloadMissing { .. }), "{err}");
+        }
+        sm.close().await.unwrap();
+    }
+}

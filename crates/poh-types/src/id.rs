@@ -129,6 +129,25 @@ impl TxId {
         self.file_stem().len() <= MAX_FILE_STEM_LEN
     }
 
+    /// The stem the prototype gave this id's payload, when it is not
+    /// [`file_stem`](Self::file_stem) and still names one plain file inside the base: the
+    /// prototype wrote every payload as `<base>/<id>.bin`, whatever the id, so a prototype
+    /// store keeps e.g. `('127.0.0.1', 5).bin`. `Some(id)` for an id that is not a safe
+    /// name, contains no `/`, gives a `<id>.bin` of at most 255 bytes, and is not itself a
+    /// stem the mapping produces (that name is another id's payload, never this one's).
+    /// `None` for safe ids (their stem already is the prototype's name) and for ids whose
+    /// prototype name was a path, or no name at all. Such a name is only ever read (never
+    /// following a link), renamed to [`file_stem`](Self::file_stem) or removed with its tx;
+    /// see docs/design.md, "Ids and file names".
+    pub fn prototype_file_stem(&self) -> Option<&str> {
+        let id = self.0.as_str();
+        let usable = !self.is_safe_name()
+            && !id.contains('/')
+            && id.len() <= MAX_PROTOTYPE_STEM_LEN
+            && TxId::from_file_stem(id).is_none();
+        usable.then_some(id)
+    }
+
     /// The id whose [`file_stem`](Self::file_stem) is exactly `stem`, if any. Names the
     /// store did not produce (a non-canonical escape, an unsafe literal, a dot-name) give
     /// `None`.
@@ -160,6 +179,9 @@ impl TxId {
         (id.file_stem() == stem).then_some(id)
     }
 }
+
+/// Longest stem whose `<stem>.bin` fits a 255-byte file name.
+const MAX_PROTOTYPE_STEM_LEN: usize = 255 - 4;
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
@@ -376,7 +398,57 @@ mod tests {
         assert!(!TxId::new("/".repeat(73)).unwrap().fits_file_name());
     }
 
+    #[test]
+    fn prototype_names_are_plain_names_no_other_id_owns() {
+        let proto = |s: &str| {
+            TxId::new(s)
+                .unwrap()
+                .prototype_file_stem()
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            proto("('127.0.0.1', 5)").as_deref(),
+            Some("('127.0.0.1', 5)")
+        );
+        assert_eq!(proto("é").as_deref(), Some("é"));
+        assert_eq!(proto("..").as_deref(), Some(".."));
+        assert_eq!(proto(".hidden").as_deref(), Some(".hidden"));
+        assert_eq!(proto(&"x".repeat(200)), Some("x".repeat(200)));
+        // Safe ids: their own name already is the prototype's.
+        assert_eq!(proto("tx-1"), None);
+        // A path: the prototype wrote outside the base, or into a subdirectory.
+        assert_eq!(proto("../x"), None);
+        assert_eq!(proto("a/b"), None);
+        assert_eq!(proto("/"), None);
+        // No room for `.bin` in one name.
+        assert_eq!(proto(&"é".repeat(126)), None);
+        assert_eq!(
+            proto(&format!("{}é", "x".repeat(249))),
+            Some(format!("{}é", "x".repeat(249)))
+        );
+        // The escaped name of another id ("a b"): that file is never this id's.
+        assert_eq!(proto("~a%20b"), None);
+        // Non-canonical escapes name no other id: usable.
+        assert_eq!(proto("~%61").as_deref(), Some("~%61"));
+    }
+
     proptest! {
+        #[test]
+        fn prototype_names_are_single_components_never_a_mapped_name(s in "\\PC{0,140}") {
+            if let Ok(id) = TxId::new(s.clone())
+                && let Some(stem) = id.prototype_file_stem()
+            {
+                prop_assert_eq!(stem, id.as_str());
+                prop_assert!(stem != id.file_stem());
+                prop_assert!(TxId::from_file_stem(stem).is_none());
+                let name = format!("{stem}.bin");
+                prop_assert!(name.len() <= 255);
+                let comps: Vec<_> = std::path::Path::new(&name).components().collect();
+                prop_assert_eq!(comps.len(), 1);
+                prop_assert!(matches!(comps[0], std::path::Component::Normal(_)));
+            }
+        }
+
         #[test]
         fn every_id_maps_to_one_plain_name_inside_the_base(s in "\\PC{0,140}") {
             if let Ok(id) = TxId::new(s.clone()) {

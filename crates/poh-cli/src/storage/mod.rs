@@ -465,6 +465,12 @@ fn verify_text(r: &RecoverReport) -> String {
     for p in &r.temps_removed {
         let _ = writeln!(s, "  -: leftover temp file {} (would remove)", p.display());
     }
+    for id in &r.adopted {
+        let _ = writeln!(
+            s,
+            "  {id}: payload at the prototype's name for it (recover renames it; not a problem)"
+        );
+    }
     s
 }
 

@@ -24,6 +24,8 @@ __all__ = ("StorageManager", "SyncStorageManager", "IntegrityError", "StorageErr
            "StoreClosedError")
 
 PathLike = Union[str, "os.PathLike[str]"]
+#: No size limit for a load on the calling thread (the synchronous API blocks anyway).
+_NO_LIMIT = 2 ** 64 - 1
 _TxTuple = Tuple[str, str, float, bytes]
 
 
@@ -118,6 +120,12 @@ class StorageManager:
     prototype's signature; the manager works on whichever event loop awaits it.
     """
 
+    #: Largest payload, in bytes (by the size its row records), that ``load_tx`` reads on
+    #: the calling thread instead of the engine's threads. Such a read blocks the event
+    #: loop for one lookup and one small file read: microseconds from the page cache, a
+    #: disk read on a cold one. 0 sends every load to the engine's threads.
+    inline_load_max: int = 64 * 1024
+
     def __init__(self, file_store: FileStore, sqlite_store: SQLiteStore,
                  loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
         self.file_store = file_store
@@ -153,8 +161,19 @@ class StorageManager:
     async def load_tx(self, tx_id: str) -> Optional[Tx]:
         """The tx, its payload checked against its SHA-256; None if there is none.
         IntegrityError (a ValueError) if the payload was altered, FileNotFoundError if
-        its file is gone."""
-        return await self._loads.submit(_check_id(tx_id))
+        its file is gone.
+
+        A payload of at most ``inline_load_max`` bytes is read right here, with the GIL
+        released (one indexed lookup and one small file read: no thread hand-off, so the
+        coroutine completes without yielding to the loop); anything else, and any
+        problem, goes to the engine's threads like a concurrent batch."""
+        tx_id = _check_id(tx_id)
+        limit = self.inline_load_max
+        if limit > 0:
+            got = self._engine.get().load_now(tx_id, limit)
+            if got is not False:
+                return None if got is None else Tx(*got)
+        return await self._loads.submit(tx_id)
 
     async def delete_tx(self, tx_id: str) -> None:
         """Deletes the tx (row, then payload file); deleting a missing tx is fine."""
@@ -225,7 +244,11 @@ class SyncStorageManager:
                 raise to_exception(err)
 
     def load_tx(self, tx_id: str) -> Optional[Tx]:
-        (result,) = _bridge.unwrap(self._engine.get().load_many_sync([_check_id(tx_id)]))
+        native = self._engine.get()
+        got = native.load_now(_check_id(tx_id), _NO_LIMIT)
+        if got is not False:
+            return None if got is None else Tx(*got)
+        (result,) = _bridge.unwrap(native.load_many_sync([tx_id]))
         return _loaded(*result)
 
     def delete_tx(self, tx_id: str) -> None:

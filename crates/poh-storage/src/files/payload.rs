@@ -216,9 +216,36 @@ impl PayloadStore {
         ))
     }
 
-    /// Reads `<tx_id>.bin` (never following a link).
+    /// `<base>/<id>.bin`, the name the prototype gave `id`'s payload, when that is not
+    /// [`path`](Self::path) and is one plain name directly in the base (see
+    /// [`TxId::prototype_file_stem`]).
+    pub fn prototype_path(&self, id: &TxId) -> Option<PathBuf> {
+        id.prototype_file_stem()
+            .map(|stem| self.base.join(format!("{stem}{PAYLOAD_SUFFIX}")))
+    }
+
+    /// Reads `<stem>.bin` (never following a link).
     pub fn read(&self, id: &TxId) -> io::Result<Vec<u8>> {
         self.fs.read(&self.path(id))
+    }
+
+    /// Renames the payload at the prototype's name `from` (see
+    /// [`prototype_path`](Self::prototype_path)) to `id`'s own name, which must not exist:
+    /// the caller holds the exclusive lock and found it missing. Not synced: the caller
+    /// syncs the base once for a batch. Either name holds the payload at every moment,
+    /// and loads look at both, so a crash at any point loses nothing.
+    pub fn adopt(&self, id: &TxId, from: &Path) -> io::Result<()> {
+        match self.fs.kind(&self.path(id)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists", self.path(id).display()),
+                ));
+            }
+        }
+        self.fs.rename(from, &self.path(id))
     }
 
     /// Lists `.tmp/` (empty if it does not exist; an error if it is not a real directory).
@@ -258,15 +285,20 @@ impl PayloadStore {
     /// both directory changes durable. Returns the new path. The note is written first: a
     /// crash in between leaves a note without its payload, never a payload without a note.
     pub fn quarantine(&self, id: &TxId, note: &str) -> Result<PathBuf> {
+        self.quarantine_file(id, &self.path(id), note)
+    }
+
+    /// [`quarantine`](Self::quarantine) for the payload of `id` found at `src` (its own
+    /// name, or the prototype's name for it).
+    pub fn quarantine_file(&self, id: &TxId, src: &Path, note: &str) -> Result<PathBuf> {
         let stem = self.quarantine_note(id, note)?;
         let dest = stem.with_extension("bin");
-        let src = self.path(id);
         (|| {
-            self.fs.rename(&src, &dest)?;
+            self.fs.rename(src, &dest)?;
             self.fs.sync_dir(&self.quarantine)?;
             self.fs.sync_dir(&self.base)
         })()
-        .map_err(|e| StorageError::io("move payload into quarantine", &src, e))?;
+        .map_err(|e| StorageError::io("move payload into quarantine", src, e))?;
         Ok(dest)
     }
 

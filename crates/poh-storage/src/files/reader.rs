@@ -2,6 +2,7 @@
 //! and the payload files; a load reads `<id>.bin` and checks it against the row. Nothing
 //! here writes, creates or waits for the store lock on the fast path.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use poh_types::{Tx, TxId};
@@ -30,6 +31,17 @@ impl EngineReader for FilesReader {
             Err(e @ (StorageError::Io { .. } | StorageError::Meta { .. })) => Err(e),
             Err(_) => self.load_slow(id),
         }
+    }
+
+    /// One row lookup and one read of `<stem>.bin`; never the slow path's lock wait.
+    fn load_small(&mut self, id: &TxId, max_bytes: u64) -> Option<Option<Tx>> {
+        let Some(row) = self.meta.get(id.as_str()).ok()? else {
+            return Some(None);
+        };
+        if row.size.is_none_or(|n| n > max_bytes) {
+            return None;
+        }
+        check_payload(&self.payloads, &row).ok().map(Some)
     }
 
     fn row(&mut self, tx_id: &str) -> Result<Option<MetaRow>> {
@@ -84,28 +96,69 @@ impl FilesReader {
 
 /// Reads and verifies one payload against its row.
 pub(crate) fn check_payload(payloads: &PayloadStore, row: &MetaRow) -> Result<Tx> {
-    let id = TxId::new(row.tx_id.as_str()).map_err(|e| StorageError::Integrity {
-        tx_id: row.tx_id.clone(),
-        detail: format!("stored id is not a safe file name ({e}); its file is never read"),
-    })?;
-    let path = payloads.path(&id);
-    let data = match payloads.read(&id) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StorageError::PayloadMissing {
+    check_payload_found(payloads, row).0
+}
+
+/// [`check_payload`], also saying where the payload was read when that was the
+/// prototype's name for the id (its own name missing): a payload `recover` renames, and,
+/// if it fails verification, the file it quarantines.
+pub(crate) fn check_payload_found(
+    payloads: &PayloadStore,
+    row: &MetaRow,
+) -> (Result<Tx>, Option<PathBuf>) {
+    let id = match TxId::new(row.tx_id.as_str()) {
+        Ok(id) => id,
+        Err(e) => {
+            let err = StorageError::Integrity {
                 tx_id: row.tx_id.clone(),
-                path,
-            });
+                detail: format!("stored id is not a safe file name ({e}); its file is never read"),
+            };
+            return (Err(err), None);
         }
-        Err(e) if is_not_regular(&e) => {
-            return Err(StorageError::Integrity {
-                tx_id: row.tx_id.clone(),
-                detail: format!("{} is not a regular file", path.display()),
-            });
-        }
-        Err(e) => return Err(StorageError::io("read payload", path, e)),
     };
-    verify_bytes(row, id, data)
+    let path = payloads.path(&id);
+    let missing = || StorageError::PayloadMissing {
+        tx_id: row.tx_id.clone(),
+        path: path.clone(),
+    };
+    let (data, found) = match payloads.read(&id) {
+        Ok(d) => (d, None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let Some(proto) = payloads.prototype_path(&id) else {
+                return (Err(missing()), None);
+            };
+            match payloads.fs().read(&proto) {
+                Ok(d) => (d, Some(proto)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return (Err(missing()), None);
+                }
+                Err(e) => return (Err(read_error(row, &proto, e)), Some(proto)),
+            }
+        }
+        Err(e) => return (Err(read_error(row, &path, e)), None),
+    };
+    let checked = verify_bytes(row, id, data).map_err(|e| match (e, &found) {
+        (StorageError::Integrity { tx_id, detail }, Some(at)) => StorageError::Integrity {
+            tx_id,
+            detail: format!("{detail} (read at the prototype's name {})", at.display()),
+        },
+        (e, _) => e,
+    });
+    (checked, found)
+}
+
+/// The error for a payload file at `path` that could not be read: corruption when it is
+/// not a regular file (a link, a directory, a device: never followed or opened), else an
+/// I/O error.
+fn read_error(row: &MetaRow, path: &std::path::Path, e: std::io::Error) -> StorageError {
+    if is_not_regular(&e) {
+        StorageError::Integrity {
+            tx_id: row.tx_id.clone(),
+            detail: format!("{} is not a regular file", path.display()),
+        }
+    } else {
+        StorageError::io("read payload", path, e)
+    }
 }
 
 /// Checks `data` against the row's size and SHA-256.

@@ -13,7 +13,7 @@ use tracing::warn;
 use super::lock::StoreLock;
 use super::meta::MetaStore;
 use super::payload::{PayloadStore, sha256_hex};
-use super::reader::check_payload;
+use super::reader::check_payload_found;
 use crate::engine::MetaRow;
 use crate::error::{Result, StorageError};
 use crate::fs::{EntryKind, is_not_regular};
@@ -182,9 +182,18 @@ fn hold(lock: Option<&StoreLock>, dry_run: bool) -> Result<Option<super::lock::L
         .transpose()
 }
 
-/// Checks one row's payload; `None` when it verifies.
-fn classify(payloads: &PayloadStore, row: &MetaRow) -> Option<(ProblemKind, String)> {
-    match check_payload(payloads, row) {
+/// Checks one row's payload: `None` when it verifies. Also the path it was read at when
+/// that was the prototype's name for the id (see [`PayloadStore::prototype_path`]).
+fn classify(
+    payloads: &PayloadStore,
+    row: &MetaRow,
+) -> (Option<(ProblemKind, String)>, Option<PathBuf>) {
+    let (checked, found) = check_payload_found(payloads, row);
+    (problem(checked, row), found)
+}
+
+fn problem(checked: Result<poh_types::Tx>, row: &MetaRow) -> Option<(ProblemKind, String)> {
+    match checked {
         Ok(_) => None,
         Err(StorageError::PayloadMissing { path, .. }) => Some((
             ProblemKind::MissingPayload,
@@ -211,13 +220,22 @@ impl Scan<'_> {
             let Some(last) = rows.last() else { break };
             after = Some(last.tx_id.clone());
             self.report.rows_checked += rows.len() as u64;
-            let problems: Vec<(MetaRow, ProblemKind, String)> =
-                par_map(&rows, workers, |r| classify(self.payloads, r))
-                    .into_iter()
-                    .zip(&rows)
-                    .filter_map(|(p, r)| p.map(|(k, d)| (r.clone(), k, d)))
-                    .collect();
+            let mut problems: Vec<(MetaRow, ProblemKind, String)> = Vec::new();
+            let mut to_adopt: Vec<&MetaRow> = Vec::new();
+            for ((p, found), r) in par_map(&rows, workers, |r| classify(self.payloads, r))
+                .into_iter()
+                .zip(&rows)
+            {
+                match p {
+                    Some((k, d)) => problems.push((r.clone(), k, d)),
+                    None if found.is_some() => to_adopt.push(r),
+                    None => {}
+                }
+            }
             self.report.rows_ok += (rows.len() - problems.len()) as u64;
+            if !to_adopt.is_empty() {
+                self.adopt(&to_adopt)?;
+            }
             if problems.is_empty() {
                 continue;
             }
@@ -234,7 +252,8 @@ impl Scan<'_> {
                     self.report.rows_ok += 1;
                     continue;
                 };
-                let Some((mut kind, mut detail)) = classify(self.payloads, &now) else {
+                let (found, at) = classify(self.payloads, &now);
+                let Some((mut kind, mut detail)) = found else {
                     self.report.rows_ok += 1;
                     continue;
                 };
@@ -257,7 +276,14 @@ impl Scan<'_> {
                         _ => "left alone".to_owned(),
                     }
                 } else {
-                    fix_row(self.payloads, &mut *self.writer, &now, kind, &detail)
+                    fix_row(
+                        self.payloads,
+                        &mut *self.writer,
+                        &now,
+                        at.as_deref(),
+                        kind,
+                        &detail,
+                    )
                 };
                 self.report.findings.push(Finding {
                     tx_id: now.tx_id.clone(),
@@ -266,6 +292,54 @@ impl Scan<'_> {
                     action,
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// Renames to their own name the payloads of `rows` that verified at the prototype's
+    /// name for their id (in a dry run, only lists them). Under the exclusive lock each
+    /// is checked again first (re-saved, deleted or renamed meanwhile: left as it is now),
+    /// and the base is synced once after the renames. A rename that fails is reported
+    /// as transient; the payload stays where loads still find it.
+    fn adopt(&mut self, rows: &[&MetaRow]) -> Result<()> {
+        if self.dry_run {
+            self.report
+                .adopted
+                .extend(rows.iter().map(|r| r.tx_id.clone()));
+            return Ok(());
+        }
+        let _g = hold(self.lock, false)?;
+        let mut renamed = false;
+        for row in rows {
+            let Some(now) = self.writer.get(&row.tx_id)? else {
+                continue;
+            };
+            let (Ok(tx), Some(from)) = check_payload_found(self.payloads, &now) else {
+                continue;
+            };
+            match self.payloads.adopt(&tx.tx_id, &from) {
+                Ok(()) => {
+                    renamed = true;
+                    self.report.adopted.push(now.tx_id.clone());
+                }
+                Err(e) => self.report.findings.push(Finding {
+                    tx_id: now.tx_id.clone(),
+                    kind: ProblemKind::Transient,
+                    detail: format!(
+                        "cannot rename {} (the prototype's name for it) to {}: {e}",
+                        from.display(),
+                        self.payloads.path(&tx.tx_id).display()
+                    ),
+                    action: "left alone: loads still read it there".into(),
+                }),
+            }
+        }
+        if renamed {
+            let base = self.payloads.base();
+            self.payloads
+                .fs()
+                .sync_dir(base)
+                .map_err(|e| StorageError::io("fsync directory", base, e))?;
         }
         Ok(())
     }
@@ -382,10 +456,13 @@ impl Scan<'_> {
     }
 }
 
+/// Repairs one row's finding. `at` is where its payload was read when that was the
+/// prototype's name for the id: the file a corrupt payload's quarantine moves.
 fn fix_row(
     payloads: &PayloadStore,
     writer: &mut dyn MetaStore,
     row: &MetaRow,
+    at: Option<&std::path::Path>,
     kind: ProblemKind,
     detail: &str,
 ) -> String {
@@ -411,7 +488,11 @@ fn fix_row(
         },
         // Quarantine the file before dropping the row: a crash in between leaves a row
         // with a missing payload (noted and dropped next time), never a lost payload.
-        ProblemKind::Corrupt => match payloads.quarantine(&id, &note(row, detail)) {
+        ProblemKind::Corrupt => match payloads.quarantine_file(
+            &id,
+            at.unwrap_or(&payloads.path(&id)),
+            &note(row, detail),
+        ) {
             Ok(dest) => {
                 let msg = format!("quarantined to {}", dest.display());
                 match drop_row(writer) {

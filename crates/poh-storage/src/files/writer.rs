@@ -2,7 +2,8 @@
 //! protocols. The writer thread above ([`crate::group`]) hands it whole groups.
 //!
 //! Save protocol for a group, all under the exclusive store lock:
-//! 1. write each payload to a fresh `.tmp/` file and fsync it, then fsync `.tmp/`;
+//! 1. write each payload to a fresh `.tmp/` file and fsync it (on several threads), then
+//!    fsync `.tmp/`;
 //! 2. commit all rows in one SQLite transaction (synchronous=FULL) — the commit point;
 //! 3. rename each temp file to `<tx_id>.bin`;
 //! 4. fsync the base directory; then acknowledge every caller.
@@ -185,6 +186,14 @@ impl FilesWriter {
                 fail = Some(StorageError::io("fsync base directory", base, e));
             }
         }
+        if fail.is_none() {
+            // Each saved payload is durable at its own name: an older one left at the
+            // prototype's name for its id is garbage now (not synced: should the removal
+            // be lost, loads still prefer the own name).
+            for s in live.iter().flat_map(|(_, s)| s) {
+                remove_prototype_name(&self.payloads, &s.id);
+            }
+        }
         drop(guard);
         // Past the commit point a failure does not undo the save: say so.
         let fail = fail.map(|cause| StorageError::Unfinished {
@@ -284,52 +293,63 @@ fn hold<'a>(
 /// Most threads removing payload files at once.
 const UNLINK_THREADS: usize = 8;
 
-/// Most threads syncing temp files at once. Creations stay on one thread: they contend
-/// for the directory's lock anyway, while fsyncs of separate files overlap in the device.
+/// Most threads writing and syncing temp files at once.
 const SYNC_THREADS: usize = 16;
 
-/// Writes every job's temp file (one thread, each created with permission bits `mode`),
-/// then fsyncs them (up to [`SYNC_THREADS`]). A failed write removes its temp; a failed
-/// fsync also poisons the store.
+/// Writes and fsyncs every job's temp file (each created with permission bits `mode`) on
+/// up to [`SYNC_THREADS`] threads, each taking its share of the jobs one after the other:
+/// creations contend for the temp directory's lock, but one thread's creation overlaps
+/// the others' fsyncs, which overlap each other in the device. (Creating every file on
+/// one thread before the first fsync left the device idle meanwhile.) A failed write
+/// removes its temp; a failed fsync also poisons the store.
 fn stage_all(
     fs: &dyn crate::fs::FileSystem,
     jobs: &[(usize, &Tx, PathBuf)],
     mode: u32,
     poison: &Poison,
 ) -> Vec<Result<()>> {
-    let mut results: Vec<Result<()>> = jobs
-        .iter()
-        .map(|(_, tx, temp)| {
-            fs.write_new(temp, &tx.payload, mode).map_err(|e| {
-                let _ = fs.remove_file(temp);
-                StorageError::io("write temp payload", temp, e)
-            })
-        })
-        .collect();
-    let written: Vec<usize> = (0..jobs.len()).filter(|&i| results[i].is_ok()).collect();
-    let synced = par_map(&written, SYNC_THREADS, |&i| fs.sync_file(&jobs[i].2));
-    for (i, r) in written.into_iter().zip(synced) {
-        if let Err(e) = r {
-            let temp = &jobs[i].2;
+    par_map(jobs, SYNC_THREADS, |(_, tx, temp)| {
+        fs.write_new(temp, &tx.payload, mode).map_err(|e| {
+            let _ = fs.remove_file(temp);
+            StorageError::io("write temp payload", temp, e)
+        })?;
+        fs.sync_file(temp).map_err(|e| {
             // A failed fsync may have dropped dirty pages: nothing later can be trusted
             // to be durable without a reopen.
             poison.set(format!("fsync of {} failed: {e}", temp.display()));
             let _ = fs.remove_file(temp);
-            results[i] = Err(StorageError::io("fsync temp payload", temp, e));
-        }
-    }
-    results
+            StorageError::io("fsync temp payload", temp, e)
+        })
+    })
 }
 
-/// Removes a payload whose row is gone. A failure only leaves an orphan file, which
-/// `recover` removes later; the delete itself has happened.
+/// Removes a payload whose row is gone, under its own name and under the prototype's
+/// name for its id (a prototype store's payload not yet renamed). A failure only leaves
+/// an orphan file, which `recover` quarantines later; the delete itself has happened.
 fn remove_payload(payloads: &PayloadStore, id: &TxId) {
     let path = payloads.path(id);
     match payloads.fs().remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => warn!(tx_id = %id, path = %path.display(), error = %e,
-            "row deleted but payload file not removed; `recover` will remove the orphan"),
+            "row deleted but payload file not removed; `recover` will quarantine the orphan"),
+    }
+    remove_prototype_name(payloads, id);
+}
+
+/// Removes the file at the prototype's name for `id`, if the id has one (see
+/// [`PayloadStore::prototype_path`]): an earlier version of a tx whose current payload
+/// is at its own name (re-saved), or whose row is gone (deleted). Never the last copy of
+/// a committed payload: loads read that name only while the own name is missing.
+fn remove_prototype_name(payloads: &PayloadStore, id: &TxId) {
+    let Some(path) = payloads.prototype_path(id) else {
+        return;
+    };
+    match payloads.fs().remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(tx_id = %id, path = %path.display(), error = %e,
+            "an old payload at the prototype's name for this id was not removed"),
     }
 }
 

@@ -948,6 +948,12 @@ impl PgReader {
 }
 
 impl EngineReader for PgReader {
+    /// Declines: a database lookup is a network round trip, which a caller that must
+    /// not wait cannot afford; it then loads through [`EngineReader::load`].
+    fn load_small(&mut self, _id: &TxId, _max_bytes: u64) -> Option<Option<Tx>> {
+        None
+    }
+
     fn load(&mut self, id: &TxId) -> Result<Option<Tx>> {
         let got = self.shared.run(&format!("load tx {id}"), |c| async move {
             let stmt = c
