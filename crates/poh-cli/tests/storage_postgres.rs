@@ -294,3 +294,122 @@ fn the_daemon_survives_a_server_restart() {
         serde_json::from_str(&s.ok(&["--db", &url, "list"])).expect("list json");
     assert!(list.is_empty(), "{list:?}");
 }
+
+#[test]
+fn two_writer_processes_and_two_daemons_share_one_database() {
+    let Some(c) = pg::cluster() else { return };
+    let url = c.create_db("shared").expect("createdb");
+    let s = Scratch::new();
+    s.ok(&["--db", &url, "init"]);
+    let t = now();
+    // Each writer: its own fresh txs, old ones for the daemons, and 500 ids both write.
+    for w in ["a", "b"] {
+        let mut f = std::fs::File::create(s.path().join(format!("{w}.jsonl"))).expect("create");
+        for i in 0..1500u32 {
+            let (id, ts) = match i % 3 {
+                0 => (format!("{w}-fresh-{i}"), t - f64::from(i)),
+                1 => (format!("{w}-old-{i}"), t - 90_000.0 - f64::from(i)),
+                _ => (format!("both-{}", i / 3), t - 10.0),
+            };
+            writeln!(f, "{}", tx_json(&id, ts, w.as_bytes())).expect("write");
+        }
+    }
+    let daemon_args: Vec<String> = [
+        "--db",
+        &url,
+        "--ttl",
+        "1d",
+        "--interval",
+        "20ms",
+        "--log-format",
+        "json",
+    ]
+    .map(String::from)
+    .into();
+    let mut daemons = [
+        common::daemon::Daemon::start(&daemon_args, &[]),
+        common::daemon::Daemon::start(&daemon_args, &[]),
+    ];
+    let writers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|w| {
+            Command::new(env!("CARGO_BIN_EXE_poh-storage"))
+                .current_dir(s.path())
+                .env_remove("POH_BASE")
+                .env_remove("POH_DB")
+                .args([
+                    "--db",
+                    &url,
+                    "import",
+                    &format!("{w}.jsonl"),
+                    "--batch-size",
+                    "50",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn import")
+        })
+        .collect();
+    for w in writers {
+        let out = w.wait_with_output().expect("wait import");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Both daemons pass; wait (bounded) until their passes have expired every old tx.
+    for d in &mut daemons {
+        d.wait_for_line("TTL pass complete");
+    }
+    let deadline = std::time::Instant::now() + common::daemon::SAFETY;
+    while c
+        .psql(
+            "shared",
+            "SELECT count(*) FROM poh_txs WHERE tx_id LIKE '%-old-%'",
+        )
+        .expect("psql")
+        != "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old txs never expired"
+        );
+        std::thread::sleep(common::daemon::POLL);
+    }
+    for d in daemons {
+        let (status, log) = d.stop();
+        assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
+        assert!(
+            !log.iter().any(|l| l.contains("TTL pass failed")),
+            "{}",
+            log.join("\n")
+        );
+    }
+    let listed: Vec<String> =
+        serde_json::from_str(&s.ok(&["--db", &url, "list"])).expect("list json");
+    let mut want: Vec<String> = Vec::new();
+    for w in ["a", "b"] {
+        want.extend(
+            (0..1500u32)
+                .filter(|i| i % 3 == 0)
+                .map(|i| format!("{w}-fresh-{i}")),
+        );
+    }
+    want.extend((0..500u32).map(|i| format!("both-{i}")));
+    want.sort();
+    assert_eq!(
+        listed, want,
+        "every unexpired tx kept once, every expired one gone"
+    );
+    assert_eq!(
+        c.psql(
+            "shared",
+            "SELECT count(*) - count(DISTINCT tx_id) FROM poh_txs"
+        )
+        .expect("psql"),
+        "0"
+    );
+    s.ok(&["--db", &url, "verify"]);
+}
