@@ -78,6 +78,8 @@ pub fn cluster() -> Option<PgCluster> {
 /// A running throwaway cluster; stopped and deleted on drop.
 pub struct PgCluster {
     dir: TempDir,
+    /// The data directory, when not `<dir>/data` (see [`PgCluster::start_at`]).
+    data: Option<PathBuf>,
     bin: PathBuf,
     port: u16,
     password: String,
@@ -92,6 +94,17 @@ impl PgCluster {
 
     /// Initializes and starts a cluster from the binaries in `bin`.
     pub fn start_with(bin: &Path) -> Result<Self, String> {
+        Self::start_in(bin, None)
+    }
+
+    /// Initializes and starts a cluster whose data directory is `data` (a directory to
+    /// create, for example on a file system a test cuts power to); the rest (socket, log,
+    /// password file) stays in a temporary directory.
+    pub fn start_at(data: &Path) -> Result<Self, String> {
+        Self::start_in(&check_postgres()?, Some(data.to_owned()))
+    }
+
+    fn start_in(bin: &Path, data: Option<PathBuf>) -> Result<Self, String> {
         let dir = TempDir::new().map_err(|e| format!("temp dir: {e}"))?;
         let run_as = if euid() == Some(0) {
             let user = ["postgres", "nobody"]
@@ -113,16 +126,22 @@ impl PgCluster {
         );
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, format!("{password}\n")).map_err(|e| format!("pwfile: {e}"))?;
+        if let Some(d) = &data {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
         if let Some(u) = &run_as {
-            let out = Command::new("chown")
-                .args(["-R", &format!("{u}:"), &dir.path().display().to_string()])
-                .output()
-                .map_err(|e| format!("chown: {e}"))?;
-            ok(&out, "chown")?;
+            for path in std::iter::once(dir.path()).chain(data.as_deref()) {
+                let out = Command::new("chown")
+                    .args(["-R", &format!("{u}:"), &path.display().to_string()])
+                    .output()
+                    .map_err(|e| format!("chown: {e}"))?;
+                ok(&out, "chown")?;
+            }
         }
         let mut c = Self {
             dir,
             bin: bin.to_owned(),
+            data,
             port: 0,
             password,
             run_as,
@@ -149,7 +168,19 @@ impl PgCluster {
     }
 
     fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
+    }
+
+    /// The server's process id, from `postmaster.pid` (read while its file system works).
+    pub fn server_pid(&self) -> Result<u32, String> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .map_err(|e| format!("postmaster.pid: {e}"))?;
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("postmaster.pid: no pid in {text:?}"))
     }
 
     fn command(&self, program: &str) -> Command {
