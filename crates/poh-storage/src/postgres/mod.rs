@@ -1231,25 +1231,16 @@ fn directory(shared: &Shared, dry_run: bool, report: &mut RecoverReport) -> Resu
         let action = if dry_run {
             "would point the id directory at the row".to_owned()
         } else {
-            let keys = id_keys([id.as_str()]);
-            shared.run(
+            fix_under_id_lock(
+                shared,
                 &format!("repair the directory entry of tx {id}"),
-                |mut c| {
-                    let (keys, id) = (&keys, &id);
-                    async move {
-                        let t = c.transaction().await?;
-                        t.execute(LOCK_IDS, &[&NS_ID, keys]).await?;
-                        t.execute(
-                            "INSERT INTO poh_ids (tx_id, timestamp)
-                         SELECT $1, max(timestamp) FROM poh_txs WHERE tx_id = $1 HAVING count(*) > 0
-                         ON CONFLICT (tx_id) DO UPDATE SET timestamp = EXCLUDED.timestamp",
-                            &[id],
-                        )
-                        .await?;
-                        t.commit().await?;
-                        Ok(())
-                    }
-                },
+                &id,
+                &[(
+                    "INSERT INTO poh_ids (tx_id, timestamp)
+                     SELECT $1, max(timestamp) FROM poh_txs WHERE tx_id = $1 HAVING count(*) > 0
+                     ON CONFLICT (tx_id) DO UPDATE SET timestamp = EXCLUDED.timestamp",
+                    None,
+                )],
             )?;
             "pointed the id directory at the row".to_owned()
         };
@@ -1308,25 +1299,16 @@ fn directory(shared: &Shared, dry_run: bool, report: &mut RecoverReport) -> Resu
         let action = if dry_run {
             "would remove the entry".to_owned()
         } else {
-            let keys = id_keys([id.as_str()]);
-            shared.run(
+            fix_under_id_lock(
+                shared,
                 &format!("remove the directory entry of tx {id}"),
-                |mut c| {
-                    let (keys, id) = (&keys, &id);
-                    async move {
-                        let t = c.transaction().await?;
-                        t.execute(LOCK_IDS, &[&NS_ID, keys]).await?;
-                        t.execute(
-                            "DELETE FROM poh_ids d WHERE d.tx_id = $1
-                           AND NOT EXISTS (SELECT 1 FROM poh_txs t
-                                           WHERE t.tx_id = d.tx_id AND t.timestamp = d.timestamp)",
-                            &[id],
-                        )
-                        .await?;
-                        t.commit().await?;
-                        Ok(())
-                    }
-                },
+                &id,
+                &[(
+                    "DELETE FROM poh_ids d WHERE d.tx_id = $1
+                       AND NOT EXISTS (SELECT 1 FROM poh_txs t
+                                       WHERE t.tx_id = d.tx_id AND t.timestamp = d.timestamp)",
+                    None,
+                )],
             )?;
             "removed the entry".to_owned()
         };
@@ -1343,28 +1325,49 @@ fn directory(shared: &Shared, dry_run: bool, report: &mut RecoverReport) -> Resu
 /// Moves the rows of `id` whose payload fails its hash into `poh_quarantine`, in one
 /// transaction under the id's lock.
 fn quarantine(shared: &Shared, id: &str, reason: &str) -> Result<()> {
-    let keys = id_keys([id]);
-    shared.run(&format!("quarantine tx {id}"), |mut c| {
-        let keys = &keys;
-        async move {
-            let t = c.transaction().await?;
-            t.execute(LOCK_IDS, &[&NS_ID, keys]).await?;
-            t.execute(
+    fix_under_id_lock(
+        shared,
+        &format!("quarantine tx {id}"),
+        id,
+        &[
+            (
                 "WITH bad AS (
                    DELETE FROM poh_txs WHERE tx_id = $1
                      AND (encode(sha256(payload), 'hex') <> storage_hash OR length(payload) <> size)
                    RETURNING tx_id, holder_id, timestamp, storage_hash, size, payload)
                  INSERT INTO poh_quarantine (tx_id, holder_id, timestamp, storage_hash, size, payload, reason)
                  SELECT tx_id, holder_id, timestamp, storage_hash, size, payload, $2 FROM bad",
-                     &[&id, &reason],
-                 )
-                 .await?;
-                 t.execute(
-                     "DELETE FROM poh_ids WHERE tx_id = $1
-                        AND NOT EXISTS (SELECT 1 FROM poh_txs WHERE tx_id = $1)",
-                     &[&id],
-                 )
-                 .await?;
+                Some(reason),
+            ),
+            (
+                "DELETE FROM poh_ids WHERE tx_id = $1
+                   AND NOT EXISTS (SELECT 1 FROM poh_txs WHERE tx_id = $1)",
+                None,
+            ),
+        ],
+    )
+}
+
+/// Runs `statements` (each with `$1` the id and, when given, `$2` its text) in one
+/// transaction under the id's lock: the repairs of recover.
+fn fix_under_id_lock(
+    shared: &Shared,
+    what: &str,
+    id: &str,
+    statements: &[(&str, Option<&str>)],
+) -> Result<()> {
+    let keys = id_keys([id]);
+    shared.run(what, |mut c| {
+        let keys = &keys;
+        async move {
+            let t = c.transaction().await?;
+            t.execute(LOCK_IDS, &[&NS_ID, keys]).await?;
+            for (sql, extra) in statements {
+                match extra {
+                    Some(x) => t.execute(*sql, &[&id, x]).await?,
+                    None => t.execute(*sql, &[&id]).await?,
+                };
+            }
             t.commit().await?;
             Ok(())
         }
