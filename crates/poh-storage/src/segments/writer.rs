@@ -274,18 +274,15 @@ impl EngineWriter for SegmentsWriter {
             &mut self.cache,
         )?;
         self.finish_drops()?;
-        self.compact_step()?;
-        // A pass with nothing to expire may touch no disk block at all: sync the segments
-        // directory so a dead device fails the pass instead of letting it count as done.
-        let segs = self.dir.segs();
-        if let Err(e) = self.dir.fs().sync_dir(segs) {
-            self.poison
-                .set(format!("fsync of directory {} failed: {e}", segs.display()));
-            return Err(StorageError::io(
-                "check the store's device (fsync)",
-                segs,
-                e,
-            ));
+        // A segment whose newest record is expired is not worth copying: its rows are
+        // leaving by expiry (this batch or the next), and then it goes whole.
+        if let Some(cand) = self.compaction_candidate()?
+            && (cand.live_count == 0
+                || !cand
+                    .newest
+                    .is_some_and(|n| n < cutoff(now, ttl) && now - n > ttl))
+        {
+            self.compact_step()?;
         }
         let c = cutoff(now, ttl);
         let (ids, dropped) = self.txn(true, |w| {
@@ -377,6 +374,21 @@ impl EngineWriter for SegmentsWriter {
             let changed = !ids.is_empty() || !dropped.is_empty();
             Ok(((ids, dropped), changed))
         })?;
+        if ids.is_empty() && dropped.is_empty() {
+            // Nothing changed, so nothing touched the disk: sync the segments directory so
+            // a dead device fails the pass instead of letting it count as done. (A batch
+            // that deleted something committed durably, which reaches the device.)
+            let segs = self.dir.segs();
+            if let Err(e) = self.dir.fs().sync_dir(segs) {
+                self.poison
+                    .set(format!("fsync of directory {} failed: {e}", segs.display()));
+                return Err(StorageError::io(
+                    "check the store's device (fsync)",
+                    segs,
+                    e,
+                ));
+            }
+        }
         if !dropped.is_empty() {
             self.cache.compaction = None;
         }
