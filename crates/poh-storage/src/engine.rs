@@ -90,6 +90,10 @@ pub(crate) trait EngineWriter: Send {
 pub(crate) trait EngineReader: Send {
     /// The tx, its payload verified against the recorded SHA-256; `Ok(None)` if unknown.
     fn load(&mut self, id: &TxId) -> Result<Option<Tx>>;
+    /// [`load`](Self::load) of each id, in order.
+    fn load_many(&mut self, ids: &[TxId]) -> Vec<Result<Option<Tx>>> {
+        ids.iter().map(|id| self.load(id)).collect()
+    }
     /// The row of `tx_id`, without reading the payload.
     fn row(&mut self, tx_id: &str) -> Result<Option<MetaRow>>;
     /// Up to `limit` rows with `tx_id > after`, in id order.

@@ -298,9 +298,7 @@ impl StorageManager {
         let parts = (ids.len() / (LOAD_SPLIT_MIN / 2)).clamp(1, cores.min(MAX_LOAD_PARTS));
         if parts == 1 {
             return self
-                .read(move |inner| {
-                    Self::with_reader(inner, |r| Ok(ids.iter().map(|id| r.load(id)).collect()))
-                })
+                .read(move |inner| Self::with_reader(inner, |r| Ok(r.load_many(&ids))))
                 .await;
         }
         let total = ids.len();
@@ -313,9 +311,7 @@ impl StorageManager {
             let inner = self.inner.clone();
             // Started at once (not on first poll), so the parts run side by side.
             handles.push(tokio::task::spawn_blocking(move || {
-                Self::with_reader(&inner, |r| {
-                    Ok(part.iter().map(|id| r.load(id)).collect::<Vec<_>>())
-                })
+                Self::with_reader(&inner, |r| Ok(r.load_many(&part)))
             }));
         }
         let mut out = Vec::with_capacity(total);

@@ -622,3 +622,48 @@ async fn records_below_the_high_water_mark_are_never_replayed() {
     assert!(sm.verify().await.unwrap().is_clean());
     sm.close().await.unwrap();
 }
+
+/// `load_many` over many ids (split over readers, each part one read transaction) gives
+/// exactly what one `load` per id gives, in order: the payloads, `None` for unknown ids,
+/// and an integrity error naming a tx whose record was altered.
+#[tokio::test]
+async fn load_many_answers_like_one_load_per_id() {
+    let st = Store::new();
+    let sm = st.open().await;
+    let txs: Vec<_> = (0..150)
+        .map(|i| {
+            tx(
+                &format!("m{i:03}"),
+                10.0 + f64::from(i),
+                format!("p{i}").as_bytes(),
+            )
+        })
+        .collect();
+    sm.save_batch(txs).await.unwrap();
+    let (seg, off) = st.location("m077");
+    flip(&seg, off + record_len("m077", b"p77") - 1);
+    let ids: Vec<_> = (0..200)
+        .map(|i| id(&format!("m{:03}", (i * 7) % 200)))
+        .collect();
+    let many = sm.load_many(ids.clone()).await.unwrap();
+    assert_eq!(many.len(), ids.len());
+    for (i, got) in ids.iter().zip(many) {
+        let one = sm.load(i).await;
+        match (got, one) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{i}"),
+            (Err(a), Err(b)) => {
+                assert_eq!(i.as_str(), "m077");
+                assert!(
+                    matches!(a, StorageError::Integrity { ref tx_id, .. } if tx_id == "m077"),
+                    "{a}"
+                );
+                assert_eq!(a.to_string(), b.to_string());
+            }
+            (a, b) => panic!("{i}: load_many {a:?}, load {b:?}"),
+        }
+    }
+    let known = sm.load_many(vec![id("m001"), id("zz")]).await.unwrap();
+    assert_eq!(known[0].as_ref().unwrap().as_ref().unwrap().payload, b"p1");
+    assert!(known[1].as_ref().unwrap().is_none());
+    sm.close().await.unwrap();
+}
