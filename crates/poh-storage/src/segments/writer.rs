@@ -284,6 +284,19 @@ impl EngineWriter for SegmentsWriter {
         {
             self.compact_step()?;
         }
+        // Before anything changes: a pass with nothing to expire may touch no disk block at
+        // all, and a store whose directory vanished or whose device died must fail the
+        // pass before it deletes a row (it must not count as done, in part or whole).
+        let segs = self.dir.segs();
+        if let Err(e) = self.dir.fs().sync_dir(segs) {
+            self.poison
+                .set(format!("fsync of directory {} failed: {e}", segs.display()));
+            return Err(StorageError::io(
+                "check the store's device (fsync)",
+                segs,
+                e,
+            ));
+        }
         let c = cutoff(now, ttl);
         let (ids, dropped) = self.txn(true, |w| {
             let mut ids: Vec<String> = Vec::new();
@@ -374,21 +387,6 @@ impl EngineWriter for SegmentsWriter {
             let changed = !ids.is_empty() || !dropped.is_empty();
             Ok(((ids, dropped), changed))
         })?;
-        if ids.is_empty() && dropped.is_empty() {
-            // Nothing changed, so nothing touched the disk: sync the segments directory so
-            // a dead device fails the pass instead of letting it count as done. (A batch
-            // that deleted something committed durably, which reaches the device.)
-            let segs = self.dir.segs();
-            if let Err(e) = self.dir.fs().sync_dir(segs) {
-                self.poison
-                    .set(format!("fsync of directory {} failed: {e}", segs.display()));
-                return Err(StorageError::io(
-                    "check the store's device (fsync)",
-                    segs,
-                    e,
-                ));
-            }
-        }
         if !dropped.is_empty() {
             self.cache.compaction = None;
         }
