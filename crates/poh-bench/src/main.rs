@@ -58,7 +58,8 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "files")]
     layout: Vec<Layout>,
     /// Also run the peers on the same txs and phases: `sqlite` (the payload as a BLOB in
-    /// one SQLite table, WAL, synchronous=FULL).
+    /// one SQLite table, WAL, synchronous=FULL) and `rocksdb` (synced writes; only in a
+    /// build with `--features rocksdb`).
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
     /// The database of the `postgres` layout: a URL (postgres://user@host/dbname, an
@@ -847,6 +848,233 @@ fn run_sqlite_peer(args: &Args, root: &Path, n: usize) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// The RocksDB peer: what a user might pick instead — one column family of records (id →
+/// holder, timestamp, SHA-256, payload) and one of `(timestamp, id)` keys for expiry, every
+/// write synced (`WriteOptions::set_sync`), the same txs and phases.
+#[cfg(feature = "rocksdb")]
+mod rocks {
+    use super::*;
+    use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, WriteBatch, WriteOptions};
+    use sha2::Digest as _;
+
+    fn value(t: &Tx) -> Vec<u8> {
+        let hash: [u8; 32] = sha2::Sha256::digest(&t.payload).into();
+        let holder = t.holder_id.as_bytes();
+        let mut v = Vec::with_capacity(2 + holder.len() + 8 + 32 + t.payload.len());
+        v.extend_from_slice(&(holder.len() as u16).to_le_bytes());
+        v.extend_from_slice(holder);
+        v.extend_from_slice(&t.timestamp.to_le_bytes());
+        v.extend_from_slice(&hash);
+        v.extend_from_slice(&t.payload);
+        v
+    }
+
+    /// Checks a stored value's payload against its SHA-256.
+    fn verify(id: &str, v: &[u8]) -> Result<()> {
+        let bad = || anyhow::anyhow!("peer value of {id} is malformed");
+        let hl = usize::from(u16::from_le_bytes(v.get(..2).ok_or_else(bad)?.try_into()?));
+        let at = 2 + hl + 8;
+        let hash = v.get(at..at + 32).ok_or_else(bad)?;
+        let got: [u8; 32] = sha2::Sha256::digest(&v[at + 32..]).into();
+        anyhow::ensure!(got[..] == hash[..], "peer payload {id} fails its hash");
+        Ok(())
+    }
+
+    /// `(timestamp, id)` as an ordered key (timestamps are non-negative: their bits order).
+    fn time_key(t: &Tx) -> Vec<u8> {
+        let mut k = t.timestamp.to_bits().to_be_bytes().to_vec();
+        k.extend_from_slice(t.tx_id.as_str().as_bytes());
+        k
+    }
+
+    fn put(b: &mut WriteBatch, db: &DB, t: &Tx) -> Result<()> {
+        let data = db.cf_handle("data").context("no data column family")?;
+        let time = db.cf_handle("time").context("no time column family")?;
+        b.put_cf(data, t.tx_id.as_str().as_bytes(), value(t));
+        b.put_cf(time, time_key(t), []);
+        Ok(())
+    }
+
+    pub(super) fn run_rocksdb_peer(args: &Args, root: &Path, n: usize) -> Result<Vec<Row>> {
+        let dir = root.join(format!("peer-rocksdb-{n}"));
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::None);
+        let cfs = ["data", "time"].map(|name| {
+            let mut o = rocksdb::Options::default();
+            o.set_compression_type(rocksdb::DBCompressionType::None);
+            ColumnFamilyDescriptor::new(name, o)
+        });
+        let db = std::sync::Arc::new(DB::open_cf_descriptors(&opts, &dir, cfs)?);
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        let size = args.size;
+        let mut rows = Vec::new();
+        eprintln!("N = {n}, peer rocksdb");
+
+        let single = n.min(args.single);
+        let p = Phase::start();
+        for i in 0..single {
+            let mut b = WriteBatch::default();
+            put(&mut b, &db, &tx("s", i, size)?)?;
+            db.write_opt(b, &synced)?;
+        }
+        rows.push(p.end(
+            n,
+            "save (one at a time)",
+            single as u64,
+            None,
+            "one synced write each",
+        ));
+
+        let mut p = Phase::start();
+        let mut i = 0;
+        while i < n {
+            let end = (i + args.batch).min(n);
+            let made = Instant::now();
+            let txs = (i..end)
+                .map(|j| tx("b", j, size))
+                .collect::<Result<Vec<_>>>()?;
+            p.exclude(made.elapsed());
+            let mut b = WriteBatch::default();
+            for t in &txs {
+                put(&mut b, &db, t)?;
+            }
+            db.write_opt(b, &synced)?;
+            i = end;
+        }
+        rows.push(p.end(
+            n,
+            "save_batch",
+            n as u64,
+            None,
+            format!("{} per synced write batch", args.batch),
+        ));
+
+        // Concurrent callers, each a synced single write (RocksDB groups concurrent writers
+        // into one WAL write and sync).
+        let total = n.min(args.concurrent_total);
+        let per = total.div_ceil(args.concurrency.max(1));
+        let p = Phase::start();
+        std::thread::scope(|s| -> Result<()> {
+            let handles: Vec<_> = (0..args.concurrency)
+                .map(|c| {
+                    let db = db.clone();
+                    s.spawn(move || -> Result<()> {
+                        let mut synced = WriteOptions::default();
+                        synced.set_sync(true);
+                        for k in 0..per {
+                            let i = c * per + k;
+                            if i >= total {
+                                break;
+                            }
+                            let mut b = WriteBatch::default();
+                            put(&mut b, &db, &tx("c", i, size)?)?;
+                            db.write_opt(b, &synced)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        rows.push(p.end(
+            n,
+            "save (concurrent)",
+            total as u64,
+            None,
+            format!("{} threads, one synced write each", args.concurrency),
+        ));
+
+        // Disk after a flush of the memtables (as the SQLite peer measures after a
+        // checkpoint).
+        db.flush_cfs_opt(
+            &[
+                db.cf_handle("data").context("no data column family")?,
+                db.cf_handle("time").context("no time column family")?,
+            ],
+            &rocksdb::FlushOptions::default(),
+        )?;
+        let (alloc, apparent) = disk_usage(&dir);
+        let stored = (single + n + total) as u64;
+        let useful = stored * (size as u64 + 9 + "bench-holder".len() as u64 + 32);
+        rows.push(Row {
+            layout: String::new(),
+            n,
+            phase: "disk".into(),
+            ops: stored,
+            elapsed_s: 0.0,
+            ops_per_s: 0.0,
+            peak_rss_mib: 0.0,
+            limit_ops_per_s: None,
+            note: format!(
+                "{:.0} B/tx allocated, {:.0} B/tx apparent; {:.2}x the bytes of payloads + ids + holders + hashes",
+                alloc as f64 / stored as f64,
+                apparent as f64 / stored as f64,
+                alloc as f64 / useful as f64
+            ),
+        });
+
+        let data = db.cf_handle("data").context("no data column family")?;
+        for pass in ["load_many (first pass)", "load_many (warm)"] {
+            let p = Phase::start();
+            for i in 0..n {
+                let id = format!("b{i:08}");
+                let v = db
+                    .get_pinned_cf(data, id.as_bytes())?
+                    .with_context(|| format!("peer lost {id}"))?;
+                verify(&id, &v)?;
+            }
+            rows.push(p.end(n, pass, n as u64, None, "one get + SHA-256 per tx"));
+        }
+
+        // Expire the oldest 10 %: walk the time keys below the cutoff, delete both keys,
+        // 1,000 per synced batch.
+        let time = db.cf_handle("time").context("no time column family")?;
+        let cutoff = (T0 + (stored as f64 / 10.0).floor())
+            .to_bits()
+            .to_be_bytes();
+        let p = Phase::start();
+        let mut expired = 0u64;
+        let mut batch = WriteBatch::default();
+        let mut in_batch = 0;
+        for item in db.iterator_cf(time, IteratorMode::Start) {
+            let (k, _) = item?;
+            if k.len() < 8 || k[..8] >= cutoff[..] {
+                break;
+            }
+            batch.delete_cf(data, &k[8..]);
+            batch.delete_cf(time, &k);
+            in_batch += 1;
+            if in_batch == 1000 {
+                db.write_opt(std::mem::take(&mut batch), &synced)?;
+                expired += in_batch;
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            db.write_opt(batch, &synced)?;
+            expired += in_batch;
+        }
+        rows.push(p.end(
+            n,
+            "ttl scan (10% expired)",
+            expired,
+            None,
+            "batches of 1000 (time-key walk, synced)",
+        ));
+        for r in &mut rows {
+            r.layout = "rocksdb".into();
+        }
+        Ok(rows)
+    }
+}
+
 /// Each phase's ops/s per layout side by side, and segments' ratio to each other one.
 fn comparison(report: &Report) -> String {
     let phases = [
@@ -997,7 +1225,13 @@ async fn main() -> Result<()> {
         for peer in &args.peers {
             match peer.as_str() {
                 "sqlite" => rows.extend(run_sqlite_peer(&args, root.path(), n)?),
-                other => anyhow::bail!("unknown peer {other:?} (known: sqlite)"),
+                #[cfg(feature = "rocksdb")]
+                "rocksdb" => rows.extend(rocks::run_rocksdb_peer(&args, root.path(), n)?),
+                #[cfg(not(feature = "rocksdb"))]
+                "rocksdb" => anyhow::bail!(
+                    "the rocksdb peer is not in this build: build poh-bench with `--features rocksdb`"
+                ),
+                other => anyhow::bail!("unknown peer {other:?} (known: sqlite, rocksdb)"),
             }
         }
         all_limits.push((n, limits));

@@ -108,17 +108,32 @@ fn files_under(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::P
 }
 
 /// A dry run changes no byte, even with crash leftovers the open-time repair of a
-/// writing handle would finish (a committed save not yet renamed) or remove (a stray temp).
+/// writing handle would finish or remove: on flat files a committed save not yet renamed
+/// and a stray temp; on segments an uncommitted tail after a segment's last committed
+/// record, an empty segment file the index never registered and a non-empty unknown one.
 #[test]
 fn dry_run_changes_no_byte_even_with_crash_leftovers() {
     let dir = mixed_store();
     let (base, _) = paths(&dir);
-    std::fs::rename(
-        payload_path(&base, "fresh"),
-        base.join(".tmp/fresh.9-0.tmp"),
-    )
-    .unwrap();
-    std::fs::write(base.join(".tmp/stray.9-1.tmp"), b"stray").unwrap();
+    if flat_files() {
+        std::fs::rename(
+            payload_path(&base, "fresh"),
+            base.join(".tmp/fresh.9-0.tmp"),
+        )
+        .unwrap();
+        std::fs::write(base.join(".tmp/stray.9-1.tmp"), b"stray").unwrap();
+    } else {
+        let segs = base.join("segments");
+        let seg = std::fs::read_dir(&segs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .expect("a segment");
+        let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+        std::io::Write::write_all(&mut f, b"PoHr torn tail").unwrap();
+        std::fs::write(segs.join("90000000.seg"), b"").unwrap();
+        std::fs::write(segs.join("90000001.seg"), b"unknown").unwrap();
+    }
     let before = files_under(dir.path());
     bin()
         .arg("scan")
@@ -152,7 +167,11 @@ fn dry_run_reports_and_deletes_nothing() {
     );
     assert_eq!(ids_in(&dir).len(), 3);
     let (base, _) = paths(&dir);
-    assert!(payload_path(&base, "old-a").exists());
+    if flat_files() {
+        assert!(payload_path(&base, "old-a").exists());
+    }
+    let kept = load_in(&dir, "old-a").expect("old-a is still stored");
+    assert_eq!(kept.payload, b"payload of old-a");
 }
 
 #[test]
@@ -332,7 +351,9 @@ fn two_scan_processes_at_once_delete_each_expired_tx_exactly_once() {
 }
 
 /// Needs the prototype's Python model (`poh_testkit::require::seedref`: `../shared/seedref`
-/// beside the repository or `POH_SEEDREF`, with python3, aiofiles and aiosqlite).
+/// beside the repository or `POH_SEEDREF`, with python3, aiofiles and aiosqlite). The
+/// prototype reads flat-file stores only, so these stores are flat-file ones whatever
+/// `POH_LAYOUT` says.
 #[test]
 fn scan_prints_what_the_prototype_prints() {
     let Some(seedref) = poh_testkit::require::seedref() else {
@@ -348,7 +369,7 @@ fn scan_prints_what_the_prototype_prints() {
         vec![old_b, fresh, old_a],
     ] {
         let expired = txs.len() - 1;
-        let ours = store_with(&txs);
+        let ours = store_with_layout(poh_storage::Layout::Files, &txs);
         let theirs = copy_store(&ours);
         let (base, db) = paths(&theirs);
         let py = std::process::Command::new("python3")
@@ -400,34 +421,49 @@ fn scan_prints_what_the_prototype_prints() {
     }
 }
 
-/// A symbolic link planted at `.tmp` (to a directory outside the store, holding a file
-/// named like a temp) is refused by a scan and a dry run, naming it; the target is
-/// untouched.
+/// A symbolic link planted at one of the store's own directories (`.tmp` of a flat-file
+/// store; `.quarantine` and `segments` of a segments store), to a directory outside the
+/// store holding a file named like the store's own, is refused by a scan and a dry run,
+/// naming it; the target is untouched.
 #[test]
 fn a_link_planted_at_tmp_is_refused_and_never_followed() {
-    let dir = mixed_store();
-    let (base, _) = paths(&dir);
-    let outside = dir.path().join("outside");
-    std::fs::create_dir(&outside).unwrap();
-    std::fs::write(outside.join("old-a.1-0.tmp"), b"not the store's").unwrap();
-    std::fs::remove_dir(base.join(".tmp")).unwrap();
-    std::os::unix::fs::symlink(&outside, base.join(".tmp")).unwrap();
-    let before = files_under(&outside);
-    for dry in [true, false] {
-        let mut cmd = bin();
-        cmd.arg("scan")
-            .args(store_args(&dir))
-            .args(["--ttl", "3600"]);
-        if dry {
-            cmd.arg("--dry-run");
+    let names: &[(&str, &str)] = if flat_files() {
+        &[(".tmp", "old-a.1-0.tmp")]
+    } else {
+        &[
+            (".quarantine", "old-a.1-0.json"),
+            ("segments", "00000001.seg"),
+        ]
+    };
+    for (name, planted) in names {
+        let dir = mixed_store();
+        let (base, _) = paths(&dir);
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join(planted), b"not the store's").unwrap();
+        let own = base.join(name);
+        if own.exists() {
+            // Kept beside the store, so nothing of it can be reached through the link.
+            std::fs::rename(&own, dir.path().join("kept")).unwrap();
         }
-        cmd.assert()
-            .failure()
-            .stderr(predicate::str::contains(".tmp"));
-        assert_eq!(
-            files_under(&outside),
-            before,
-            "dry run {dry}: the target changed"
-        );
+        std::os::unix::fs::symlink(&outside, &own).unwrap();
+        let before = files_under(&outside);
+        for dry in [true, false] {
+            let mut cmd = bin();
+            cmd.arg("scan")
+                .args(store_args(&dir))
+                .args(["--ttl", "3600"]);
+            if dry {
+                cmd.arg("--dry-run");
+            }
+            cmd.assert()
+                .failure()
+                .stderr(predicate::str::contains(*name));
+            assert_eq!(
+                files_under(&outside),
+                before,
+                "{name}, dry run {dry}: the target changed"
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
-//! `poh-ttl` keeps a store private: what it creates in a store (`.tmp/`, the lock file) is
-//! 0700/0600 whatever the umask, or 0750/0640 with `--group-readable`; a base other users
-//! can write to makes a deleting pass (`scan`, `run`) fail with exit 1 and the `chmod` that
-//! fixes it, while `scan --dry-run` still reads it.
+//! `poh-ttl` keeps a store private: what it creates in a store (`.tmp/` or `segments/`, the
+//! lock file) is 0700/0600 whatever the umask, or 0750/0640 with `--group-readable`; a base
+//! other users can write to makes a deleting pass (`scan`, `run`) fail with exit 1 and the
+//! `chmod` that fixes it, while `scan --dry-run` still reads it.
 
 mod common;
 
@@ -83,17 +83,25 @@ fn a_deleting_pass_refuses_a_base_writable_by_others() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "Expired: ['old']\n");
 }
 
-/// A store without `.tmp/` and lock file (as the prototype leaves one): the first pass
-/// creates them, private by default and group-readable on request.
+/// A store without the directory its passes write into and without its lock file (as the
+/// prototype leaves a flat-file store: no `.tmp/`; an empty segments store without
+/// `segments/`): the first pass creates them, private by default and group-readable on
+/// request.
 #[test]
 fn what_a_pass_creates_is_private_or_group_readable() {
+    let (own_dir, txs) = if flat_files() {
+        (".tmp", vec![("fresh".to_owned(), real_now())])
+    } else {
+        // Only an empty segments store can lose `segments/` and stay whole.
+        ("segments", Vec::new())
+    };
     for (flags, dir_mode, file_mode) in [
         (&[][..], 0o700, 0o600),
         (&["--group-readable"][..], 0o750, 0o640),
     ] {
-        let dir = store_with(&[("fresh".into(), real_now())]);
+        let dir = store_with(&txs);
         let (base, _) = paths(&dir);
-        std::fs::remove_dir(base.join(".tmp")).expect("remove .tmp");
+        std::fs::remove_dir(base.join(own_dir)).expect("remove the store's directory");
         std::fs::remove_file(base.join(".poh.lock")).expect("remove the lock");
         let mut argv: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
         argv.extend(args(&["scan"], &dir, &["--ttl", "1h"]));
@@ -103,7 +111,7 @@ fn what_a_pass_creates_is_private_or_group_readable() {
             "{argv:?}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        assert_eq!(mode(&base.join(".tmp")), dir_mode, "{flags:?}: .tmp");
+        assert_eq!(mode(&base.join(own_dir)), dir_mode, "{flags:?}: {own_dir}");
         assert_eq!(mode(&base.join(".poh.lock")), file_mode, "{flags:?}: lock");
     }
 }

@@ -23,6 +23,10 @@ use crate::segments::SegmentsEngine;
 
 /// Most idle reader connections kept.
 const MAX_IDLE_READERS: usize = 8;
+/// Fewest ids a [`StorageManager::load_many`] call splits over several readers.
+const LOAD_SPLIT_MIN: usize = 64;
+/// Most readers one [`StorageManager::load_many`] call uses.
+const MAX_LOAD_PARTS: usize = 4;
 
 /// A page of [`StorageManager::list_page`].
 #[derive(Debug, Clone, PartialEq)]
@@ -354,10 +358,42 @@ impl StorageManager {
             .flatten()
     }
 
-    /// Loads many ids in one hand-off to the blocking pool; one result per id, in order.
+    /// Loads many ids; one result per id, in order. A call of 64 ids or more is split over
+    /// up to one reader per core (each part one hand-off to the blocking pool), so one
+    /// caller can verify at the rate of every core.
     pub async fn load_many(&self, ids: Vec<TxId>) -> Result<Vec<Result<Option<Tx>>>> {
-        self.read(move |inner| Self::with_reader(inner, |r| Ok(r.load_many(&ids))))
-            .await
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parts = (ids.len() / (LOAD_SPLIT_MIN / 2)).clamp(1, cores.min(MAX_LOAD_PARTS));
+        if parts == 1 {
+            return self
+                .read(move |inner| Self::with_reader(inner, |r| Ok(r.load_many(&ids))))
+                .await;
+        }
+        let total = ids.len();
+        let per = total.div_ceil(parts);
+        let mut rest = ids;
+        let mut handles = Vec::with_capacity(parts);
+        while !rest.is_empty() {
+            let tail = rest.split_off(per.min(rest.len()));
+            let part = std::mem::replace(&mut rest, tail);
+            let inner = self.inner.clone();
+            // Started at once (not on first poll), so the parts run side by side.
+            handles.push(tokio::task::spawn_blocking(move || {
+                Self::with_reader(&inner, |r| Ok(r.load_many(&part)))
+            }));
+        }
+        let mut out = Vec::with_capacity(total);
+        for h in handles {
+            let part = h.await.unwrap_or_else(|e| {
+                Err(StorageError::Meta {
+                    what: "blocking task".into(),
+                    path: PathBuf::new(),
+                    source: e.to_string().into(),
+                })
+            })?;
+            out.extend(part);
+        }
+        Ok(out)
     }
 
     /// True if a row exists for `id` (the payload is not read).

@@ -56,7 +56,9 @@ pub struct RecoverReport {
     pub rows_ok: u64,
     /// Payload files checked for a row.
     pub files_checked: u64,
-    /// Saves that had committed but not renamed their payload, finished from `.tmp/`.
+    /// Saves finished by recovery: on flat files, saves that had committed but not renamed
+    /// their payload, finished from `.tmp/`; on segments, saves whose index commit a power
+    /// cut took, replayed from the segment tails (for `verify`: what would be).
     pub rolled_forward: Vec<String>,
     /// Temp files removed (or to remove).
     pub temps_removed: Vec<PathBuf>,

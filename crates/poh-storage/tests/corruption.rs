@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use common::sim::SimStore;
 use common::snapshot::{sim_snapshot, snapshot};
 use common::{id, tx};
-use poh_storage::{ProblemKind, RecoverReport, StorageError, StorageManager, Tx};
+use poh_storage::{Layout, ProblemKind, RecoverReport, StorageError, StorageManager, Tx};
 use poh_testkit::sim::{Fault, Op};
 use tempfile::TempDir;
 
@@ -371,10 +371,11 @@ async fn dry_run_reports_everything_and_changes_nothing() {
 }
 
 /// An error that may pass (here `EACCES` on reading one payload, injected because
-/// permissions do not stop root) is reported as transient and the tx is left alone.
+/// permissions do not stop root) is reported as transient and the tx is left alone. (A
+/// flat-file payload's path, whatever `POH_LAYOUT` says.)
 #[tokio::test]
 async fn transient_read_error_leaves_the_tx_alone() {
-    let s = SimStore::new();
+    let s = SimStore::with_layout(Layout::Files);
     let sm = s.open().await.unwrap();
     sm.save_batch(vec![tx("locked", 1.0, b"secret"), tx("open", 1.0, b"fine")])
         .await

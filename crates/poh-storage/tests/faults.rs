@@ -38,8 +38,9 @@ fn tx(id: &str, ts: f64, payload: &[u8]) -> Tx {
     Tx::new(id, format!("holder-{id}"), ts, payload.to_vec()).expect("valid tx")
 }
 
-/// Saves, re-saves (single and in a batch), deletes, a TTL scan, and a re-save after
-/// expiry. Timestamps are chosen so the scan expires some txs and not others.
+/// Saves, re-saves (single and in a batch), deletes, a TTL scan, a re-save after
+/// expiry, and a batch of 20. Timestamps are chosen so the scan expires some txs and not
+/// others.
 fn workload() -> Vec<Step> {
     vec![
         Step::Save(tx("a", 500.0, b"a-one")),
@@ -57,6 +58,12 @@ fn workload() -> Vec<Step> {
         Step::Delete("zz"),
         Step::Save(tx("g", 999.0, b"g-one")),
         Step::Batch(vec![tx("d", 991.0, b"d-two"), tx("g", 999.5, b"g-two")]),
+        // Big enough for a segments store to write its index rows while the segment syncs.
+        Step::Batch(
+            (0..20)
+                .map(|i| tx(&format!("h{i:02}"), 900.0 + f64::from(i), b"bulk"))
+                .collect(),
+        ),
     ]
 }
 

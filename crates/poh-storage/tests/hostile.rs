@@ -295,10 +295,10 @@ async fn corrupt_database_file_is_refused_and_left_as_is() {
 /// A read-only base directory: every change is refused with the path and the OS's reason,
 /// and nothing changes. Permissions do not stop root, so the directory is made read-only in
 /// the simulated file system (`EACCES` on every change); the real `chmod` variant runs too
-/// when not root.
+/// when not root. (The flat-file engine's operations and names, whatever `POH_LAYOUT` says.)
 #[tokio::test]
 async fn read_only_base_directory_refuses_changes() {
-    let s = SimStore::new();
+    let s = SimStore::with_layout(Layout::Files);
     let sm = s.open().await.expect("open");
     sm.save(tx("t", 1.0, b"existing")).await.expect("seed");
     for op in [Op::CreateDirAll, Op::WriteNew, Op::Rename, Op::RemoveFile] {

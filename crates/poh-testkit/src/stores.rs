@@ -44,11 +44,21 @@ pub fn paths(dir: &TempDir) -> (PathBuf, PathBuf) {
     (base, db)
 }
 
-/// A fresh store in a temporary directory; keep the `TempDir` alive.
+/// A fresh store of [`layout_from_env`] in a temporary directory; keep the `TempDir` alive.
 pub async fn store() -> (TempDir, StorageManager) {
+    store_of(layout_from_env()).await
+}
+
+/// A fresh store of `layout` in a temporary directory (for tests of one layout's own
+/// behaviour, whatever `POH_LAYOUT` says); keep the `TempDir` alive.
+pub async fn store_of(layout: Layout) -> (TempDir, StorageManager) {
     let dir = TempDir::new().expect("tempdir");
     let (base, db) = paths(&dir);
-    let sm = StorageManager::open_with(&base, &db, env_options())
+    let opts = OpenOptions {
+        layout: Some(layout),
+        ..OpenOptions::default()
+    };
+    let sm = StorageManager::open_with(&base, &db, opts)
         .await
         .expect("open store");
     (dir, sm)
@@ -122,10 +132,15 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         .block_on(fut)
 }
 
-/// A closed store holding `txs`, for tests that run the binary on it.
+/// A closed store of [`layout_from_env`] holding `txs`, for tests that run the binary on it.
 pub fn store_with(txs: &[(String, f64)]) -> TempDir {
+    store_with_layout(layout_from_env(), txs)
+}
+
+/// A closed store of `layout` holding `txs`.
+pub fn store_with_layout(layout: Layout, txs: &[(String, f64)]) -> TempDir {
     block_on(async {
-        let (dir, sm) = store().await;
+        let (dir, sm) = store_of(layout).await;
         if !txs.is_empty() {
             seed(&sm, txs).await;
         }
@@ -141,6 +156,16 @@ pub fn ids_in(dir: &TempDir) -> BTreeSet<String> {
         let out = ids(&sm).await;
         sm.close().await.expect("close store");
         out
+    })
+}
+
+/// Tx `id` of the store under `dir` (opened and closed again), its payload verified.
+pub fn load_in(dir: &TempDir, id_: &str) -> Option<Tx> {
+    block_on(async {
+        let sm = open_existing(dir).await;
+        let tx = sm.load(&id(id_)).await.expect("load");
+        sm.close().await.expect("close store");
+        tx
     })
 }
 

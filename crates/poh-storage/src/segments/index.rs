@@ -189,8 +189,9 @@ impl IndexDb {
         })
     }
 
-    /// The writer's connection: WAL, `synchronous=FULL` (a commit is durable when it
-    /// returns), the schema created or checked.
+    /// The writer's connection: WAL, `synchronous=FULL` until [`Index::durability`] says
+    /// otherwise (a save group's commit is `NORMAL`: docs/design.md §7.3), the schema
+    /// created or checked.
     pub(crate) fn open_writer(&self) -> Result<Index> {
         let conn = self.backend.connect(true)?;
         let mode: String = conn
@@ -208,6 +209,7 @@ impl IndexDb {
         Ok(Index {
             conn,
             path: self.path.clone(),
+            full: std::cell::Cell::new(true),
         })
     }
 
@@ -219,6 +221,7 @@ impl IndexDb {
         Ok(Index {
             conn,
             path: self.path.clone(),
+            full: std::cell::Cell::new(true),
         })
     }
 }
@@ -298,9 +301,27 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<()> {
 pub(crate) struct Index {
     pub(crate) conn: Connection,
     pub(crate) path: PathBuf,
+    /// The connection's `synchronous` setting: `FULL` (true) or `NORMAL`.
+    full: std::cell::Cell<bool>,
 }
 
 impl Index {
+    /// Sets how the next commits reach the disk: `full` (`synchronous=FULL`) makes each one
+    /// durable when it returns, and with it every commit before it (the WAL is one file,
+    /// appended in order); otherwise (`NORMAL`) a commit reaches the disk with the next
+    /// durable commit or checkpoint. Only between transactions (SQLite refuses inside one).
+    pub(crate) fn durability(&self, full: bool) -> Result<()> {
+        if self.full.get() == full {
+            return Ok(());
+        }
+        let level = if full { "FULL" } else { "NORMAL" };
+        self.conn
+            .pragma_update(None, "synchronous", level)
+            .map_err(|e| self.err(format!("set synchronous={level}"), e))?;
+        self.full.set(full);
+        Ok(())
+    }
+
     pub(crate) fn err(&self, what: impl Into<String>, e: rusqlite::Error) -> StorageError {
         meta_err(&self.path, what, e)
     }

@@ -8,6 +8,7 @@
 //! - [`dir`]: segment file names, the store's directories, quarantine.
 //! - [`writer`]: group commit, delete, expiry (whole segments dropped at once), compaction.
 //! - [`reader`]: verified loads.
+//! - [`replay`]: segment tails replayed into an index that lags them (after a power loss).
 //! - [`recover`]: open-time repair, recovery and verification.
 
 pub(crate) mod dir;
@@ -15,6 +16,7 @@ pub(crate) mod index;
 pub(crate) mod reader;
 pub(crate) mod record;
 pub(crate) mod recover;
+pub(crate) mod replay;
 pub(crate) mod writer;
 
 use std::path::{Path, PathBuf};

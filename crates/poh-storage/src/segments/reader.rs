@@ -166,6 +166,32 @@ pub(crate) fn load_error(dir: &SegDir, row: &Row, problem: Problem) -> StorageEr
     }
 }
 
+impl SegmentsReader {
+    /// One lookup and one read: the tx, `Ok(None)` for an unknown id, or an error for any
+    /// problem (the caller looks again).
+    fn load_once(&mut self, id: &TxId) -> Result<Option<Tx>> {
+        let Some(row) = self.index.get(id.as_str())? else {
+            return Ok(None);
+        };
+        let res = self.file(row.seg).and_then(|f| {
+            let path = self.dir.path(row.seg);
+            read_row(&*f, &row, &path)
+        });
+        match res {
+            Ok(payload) => Ok(Some(Tx {
+                tx_id: id.clone(),
+                holder_id: row.holder_id,
+                timestamp: row.timestamp,
+                payload,
+            })),
+            Err(p) => {
+                self.open.remove(&row.seg);
+                Err(load_error(&self.dir, &row, p))
+            }
+        }
+    }
+}
+
 impl EngineReader for SegmentsReader {
     fn load(&mut self, id: &TxId) -> Result<Option<Tx>> {
         let mut last: Option<(Row, Problem)> = None;
@@ -204,6 +230,32 @@ impl EngineReader for SegmentsReader {
             Some((row, p)) => Err(load_error(&self.dir, &row, p)),
             None => Ok(None),
         }
+    }
+
+    /// The lookups share one read transaction (SQLite takes its read lock once, not once
+    /// per id). A load that meets a problem is done again outside it, on a fresh snapshot
+    /// (a row moved or dropped since the transaction began is looked up anew).
+    fn load_many(&mut self, ids: &[TxId]) -> Vec<Result<Option<Tx>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut in_txn = self.index.conn.execute_batch("BEGIN").is_ok();
+        for id in ids {
+            let first = self.load_once(id);
+            match first {
+                Ok(Some(tx)) => out.push(Ok(Some(tx))),
+                Ok(None) if !in_txn => out.push(Ok(None)),
+                _ => {
+                    if in_txn {
+                        let _ = self.index.conn.execute_batch("COMMIT");
+                    }
+                    out.push(self.load(id));
+                    in_txn = self.index.conn.execute_batch("BEGIN").is_ok();
+                }
+            }
+        }
+        if in_txn {
+            let _ = self.index.conn.execute_batch("COMMIT");
+        }
+        out
     }
 
     fn row(&mut self, tx_id: &str) -> Result<Option<MetaRow>> {

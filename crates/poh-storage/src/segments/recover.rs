@@ -21,6 +21,7 @@ use rusqlite::params;
 use super::dir::SegDir;
 use super::index::{DROPPED, Index, OPEN, ROW_COLS, Row, SEALED, SegRow, to_i64};
 use super::reader::{self, Problem};
+use super::replay::replay;
 use crate::error::{Result, StorageError};
 use crate::files::lock::{LockGuard, StoreLock};
 use crate::fs::{EntryKind, read_exact_at};
@@ -57,6 +58,7 @@ fn finding(tx_id: &str, kind: ProblemKind, detail: String, action: impl Into<Str
 /// Runs `sql` in its own durable transaction, bumping the index generation so that every
 /// writer's cache (in any process) is refreshed.
 fn commit_fix(index: &Index, f: impl FnOnce(&Index) -> rusqlite::Result<()>) -> Result<()> {
+    index.durability(true)?;
     let run = || -> rusqlite::Result<()> {
         index.conn.execute_batch("BEGIN IMMEDIATE")?;
         f(index)?;
@@ -100,6 +102,7 @@ fn repair_inner(
     dry_run: bool,
     report: &mut RecoverReport,
 ) -> Result<()> {
+    replay(dir, index, dry_run, report)?;
     let fs = dir.fs();
     let segs = index.segments()?;
     let known: HashMap<u64, &SegRow> = segs.iter().map(|s| (s.id, s)).collect();
@@ -176,34 +179,8 @@ fn repair_inner(
         let len = file
             .len()
             .map_err(|e| StorageError::io("read the length of segment", &path, e))?;
-        if len > seg.len {
-            let detail = format!(
-                "{} holds {} byte(s) after its last committed record (a save interrupted \
-                 before its commit)",
-                path.display(),
-                len - seg.len
-            );
-            if dry_run {
-                report
-                    .findings
-                    .push(finding("", ProblemKind::TornTail, detail, "would cut"));
-                continue;
-            }
-            match file.set_len(seg.len).and_then(|()| file.sync_data()) {
-                Ok(()) => report.findings.push(finding(
-                    "",
-                    ProblemKind::TornTail,
-                    detail,
-                    format!("cut at {}", seg.len),
-                )),
-                Err(e) => report.findings.push(finding(
-                    "",
-                    ProblemKind::Transient,
-                    format!("{detail}; cannot cut it: {e}"),
-                    "left alone",
-                )),
-            }
-        } else if len < seg.len && seg.state == OPEN {
+        // Bytes after the committed length were replayed or cut by `replay` above.
+        if len < seg.len && seg.state == OPEN {
             // Committed bytes are gone: never append after the hole (the scan reports the
             // rows that pointed there).
             seal.push(seg.id);

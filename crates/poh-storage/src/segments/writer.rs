@@ -8,12 +8,17 @@
 //! 2. write each buffer with one positioned write at the segment's committed length, and
 //!    `fdatasync` each touched segment (in parallel when several);
 //! 3. commit the rows and the segments' new lengths and byte counts in one SQLite
-//!    transaction (`synchronous=FULL`) — the commit point; then acknowledge.
+//!    transaction — the commit point; then acknowledge. This commit is not flushed on its
+//!    own (`synchronous=NORMAL`): the synced records are the log, and an index that lost
+//!    it to a power cut is brought up to date from the segment tails ([`super::replay`])
+//!    before anything else is written.
 //!
 //! A failure before 3 cuts the segments back to their committed lengths (bytes after a
-//! committed length are never read, and are cut at the next open anyway); a failed
-//! `fdatasync` poisons the store. Deletes and expiry are index commits; a segment left
-//! without a live record is marked dropped in the same commit and unlinked after it.
+//! committed length are never read, and are replayed or cut at the next open); a failed
+//! `fdatasync` poisons the store. Deletes, expiry, compaction and new segments are durable
+//! index commits (`synchronous=FULL`, which also makes every commit before them durable);
+//! a segment left without a live record is marked dropped in the same commit and unlinked
+//! after it, once that commit is durable.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -97,6 +102,10 @@ pub(crate) struct SegmentsWriter {
     poison: Poison,
     window: u64,
     repaired: bool,
+    /// Segment tails replayed into the index (once per writer, before any write).
+    replayed: bool,
+    /// A save group committed since the last durable commit (`synchronous=NORMAL`).
+    unsynced: bool,
     cache: Cache,
     /// Segments marked dropped whose files are still to be unlinked.
     to_unlink: Vec<u64>,
@@ -122,6 +131,8 @@ impl SegmentsWriter {
             // Without repair (OpenOptions::repair = false) crash leftovers are left as
             // found; an uncommitted tail is still cut before anything is appended after it.
             repaired: !repair,
+            replayed: false,
+            unsynced: false,
             cache: Cache::default(),
             to_unlink: Vec::new(),
             to_purge: Vec::new(),
@@ -132,6 +143,7 @@ impl SegmentsWriter {
     /// first write repairs).
     pub(crate) fn repair_if_free(&mut self) -> Result<()> {
         if let Some(_g) = self.lock.try_exclusive()? {
+            replay_once(&self.dir, &self.index, &mut self.replayed)?;
             let report = super::recover::repair(&self.dir, Some(&self.index), false);
             log_repair(&report);
             self.repaired = true;
@@ -146,16 +158,40 @@ impl SegmentsWriter {
     }
 }
 
-/// Takes the exclusive lock and brings the cache up to date: repairs once, and forgets
-/// everything when another process committed since.
+/// Replays the segment tails into the index unless done already: before this writer
+/// writes anything (whatever `OpenOptions::repair` says), so that no tail holding an
+/// acknowledged save is ever cut. An error leaves every tail alone and fails the command.
+fn replay_once(dir: &SegDir, index: &Index, replayed: &mut bool) -> Result<()> {
+    if *replayed {
+        return Ok(());
+    }
+    let mut report = RecoverReport::default();
+    super::replay::replay(dir, index, false, &mut report)?;
+    if !report.rolled_forward.is_empty() || !report.findings.is_empty() {
+        tracing::info!(
+            replayed = report.rolled_forward.len(),
+            cut = report.findings.len(),
+            "brought the index up to date from the segment tails"
+        );
+    }
+    *replayed = true;
+    Ok(())
+}
+
+/// Takes the exclusive lock and brings the cache up to date: replays the segment tails
+/// and repairs once, and forgets everything when another process committed since.
 fn hold<'a>(
     lock: &'a StoreLock,
     index: &Index,
     dir: &SegDir,
-    repaired: &mut bool,
+    (replayed, repaired): (&mut bool, &mut bool),
     cache: &mut Cache,
 ) -> Result<LockGuard<'a>> {
     let guard = lock.exclusive()?;
+    if !*replayed {
+        replay_once(dir, index, replayed)?;
+        cache.valid = false;
+    }
     if !*repaired {
         *repaired = true;
         let report = super::recover::repair(dir, Some(index), false);
@@ -167,7 +203,7 @@ fn hold<'a>(
         *cache = Cache {
             valid: true,
             generation,
-            next_seq: index.config("next_seq")?.max(1),
+            next_seq: index.config("next_seq")?.max(cache.next_seq).max(1),
             next_seg: index.config("next_seg")?.max(1),
             open: HashMap::new(),
             compaction: None,
@@ -200,12 +236,12 @@ impl EngineWriter for SegmentsWriter {
             &lock,
             &self.index,
             &self.dir,
-            &mut self.repaired,
+            (&mut self.replayed, &mut self.repaired),
             &mut self.cache,
         )?;
         self.finish_drops()?;
         self.compact_step()?;
-        let dropped = self.txn(|w| {
+        let dropped = self.txn(true, |w| {
             let Some(row) = w.get_row(id.as_str())? else {
                 return Ok((None, false));
             };
@@ -234,13 +270,23 @@ impl EngineWriter for SegmentsWriter {
             &lock,
             &self.index,
             &self.dir,
-            &mut self.repaired,
+            (&mut self.replayed, &mut self.repaired),
             &mut self.cache,
         )?;
         self.finish_drops()?;
-        self.compact_step()?;
-        // A pass with nothing to expire may touch no disk block at all: sync the segments
-        // directory so a dead device fails the pass instead of letting it count as done.
+        // A segment whose newest record is expired is not worth copying: its rows are
+        // leaving by expiry (this batch or the next), and then it goes whole.
+        if let Some(cand) = self.compaction_candidate()?
+            && (cand.live_count == 0
+                || !cand
+                    .newest
+                    .is_some_and(|n| n < cutoff(now, ttl) && now - n > ttl))
+        {
+            self.compact_step()?;
+        }
+        // Before anything changes: a pass with nothing to expire may touch no disk block at
+        // all, and a store whose directory vanished or whose device died must fail the
+        // pass before it deletes a row (it must not count as done, in part or whole).
         let segs = self.dir.segs();
         if let Err(e) = self.dir.fs().sync_dir(segs) {
             self.poison
@@ -252,7 +298,7 @@ impl EngineWriter for SegmentsWriter {
             ));
         }
         let c = cutoff(now, ttl);
-        let (ids, dropped) = self.txn(|w| {
+        let (ids, dropped) = self.txn(true, |w| {
             let mut ids: Vec<String> = Vec::new();
             let mut dropped: Vec<u64> = Vec::new();
             // 1. Whole segments whose newest record is expired: one range delete each.
@@ -349,6 +395,15 @@ impl EngineWriter for SegmentsWriter {
     }
 }
 
+/// Fewest records in a group whose index rows are written while its segments sync.
+const OVERLAP_MIN_RECORDS: usize = 16;
+
+/// Syncs every touched staged segment (in parallel when several); one result each.
+fn sync_staged(staged: &[Staged]) -> Vec<std::io::Result<()>> {
+    let touched: Vec<&Staged> = staged.iter().filter(|s| !s.buf.is_empty()).collect();
+    par_map(&touched, 8, |s| s.file.sync_data())
+}
+
 /// Counts the record a row pointed at as dead in its segment.
 fn kill(deltas: &mut HashMap<u64, Delta>, row: &Row) {
     let d = deltas.entry(row.seg).or_default();
@@ -360,8 +415,16 @@ fn kill(deltas: &mut HashMap<u64, Delta>, row: &Row) {
 
 impl SegmentsWriter {
     /// Runs `f` in one write transaction (taken at once: `BEGIN IMMEDIATE`), committed
-    /// durably when `f` returns `(value, true)`, rolled back otherwise.
-    fn txn<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<(T, bool)>) -> Result<T> {
+    /// when `f` returns `(value, true)`, rolled back otherwise. A `durable` commit is on
+    /// the disk when it returns, and so is every commit before it; otherwise it gets there
+    /// with the next durable commit or checkpoint (a save group's: its records, synced
+    /// first, are replayed if a power cut takes it).
+    fn txn<T>(
+        &mut self,
+        durable: bool,
+        f: impl FnOnce(&mut Self) -> Result<(T, bool)>,
+    ) -> Result<T> {
+        self.index.durability(durable)?;
         self.index
             .conn
             .execute_batch("BEGIN IMMEDIATE")
@@ -369,6 +432,7 @@ impl SegmentsWriter {
         let out = f(self).and_then(|(v, commit)| {
             if commit {
                 self.finish_commit()?;
+                self.unsynced = !durable;
             } else {
                 self.rollback();
             }
@@ -499,6 +563,11 @@ impl SegmentsWriter {
     fn finish_drops(&mut self) -> Result<()> {
         if self.to_unlink.is_empty() {
             return Ok(());
+        }
+        if self.unsynced {
+            // The commit that dropped them must be on the disk before their files go: an
+            // empty durable commit makes every commit before it durable.
+            self.txn(true, |_| Ok(((), true)))?;
         }
         let fs = self.dir.fs();
         let mut removed = Vec::new();
@@ -681,7 +750,7 @@ impl SegmentsWriter {
                 let _ = self.dir.fs().remove_file(&path);
                 return Err(StorageError::io("fsync segments directory", segs, e));
             }
-            let registered = self.txn(|w| {
+            let registered = self.txn(true, |w| {
                 w.exec(
                     &format!(
                         "INSERT INTO segments (id, bucket, state, len, live_count, live_bytes,
@@ -716,14 +785,24 @@ impl SegmentsWriter {
     /// Writes and syncs every staged buffer (each segment in one positioned write, the
     /// syncs in parallel). A failed sync poisons the store.
     fn write_staged(&self, staged: &[Staged]) -> Result<()> {
-        let touched: Vec<&Staged> = staged.iter().filter(|s| !s.buf.is_empty()).collect();
-        for s in &touched {
+        self.write_unsynced(staged)?;
+        self.check_synced(staged, sync_staged(staged))
+    }
+
+    /// Writes every staged buffer, each segment in one positioned write.
+    fn write_unsynced(&self, staged: &[Staged]) -> Result<()> {
+        for s in staged.iter().filter(|s| !s.buf.is_empty()) {
             s.file
                 .write_at(s.start, &s.buf)
                 .map_err(|e| StorageError::io("append to segment", self.dir.path(s.id), e))?;
         }
-        let synced = par_map(&touched, 8, |s| s.file.sync_data());
-        for (s, r) in touched.iter().zip(synced) {
+        Ok(())
+    }
+
+    /// The outcome of [`sync_staged`]: a failed sync poisons the store.
+    fn check_synced(&self, staged: &[Staged], synced: Vec<std::io::Result<()>>) -> Result<()> {
+        let touched = staged.iter().filter(|s| !s.buf.is_empty());
+        for (s, r) in touched.zip(synced) {
             if let Err(e) = r {
                 let path = self.dir.path(s.id);
                 self.poison
@@ -735,13 +814,18 @@ impl SegmentsWriter {
     }
 
     /// Undoes what an uncommitted command wrote: cuts the segments back to their committed
-    /// lengths. Best effort: what remains is past a committed length, never read, and cut
-    /// before the next append or at the next open.
+    /// lengths, durably (synced records of a failed save must not come back with a power
+    /// cut and be replayed). A cut that fails poisons the store: what remains is past a
+    /// committed length, never read, and cut or replayed at the next open.
     fn roll_back(&mut self, staged: &[Staged]) {
         for s in staged.iter().filter(|s| !s.buf.is_empty()) {
             self.cache.open.retain(|_, a| a.id != s.id);
-            if let Err(e) = s.file.set_len(s.start) {
+            if let Err(e) = s.file.set_len(s.start).and_then(|()| s.file.sync_data()) {
                 debug!(segment = s.id, error = %e, "segment not cut back after a failure");
+                self.poison.set(format!(
+                    "{} could not be cut back after a failed write: {e}",
+                    self.dir.path(s.id).display()
+                ));
             }
         }
     }
@@ -794,7 +878,7 @@ impl SegmentsWriter {
             &lock,
             &self.index,
             &self.dir,
-            &mut self.repaired,
+            (&mut self.replayed, &mut self.repaired),
             &mut self.cache,
         )?;
         self.finish_drops()?;
@@ -849,27 +933,53 @@ impl SegmentsWriter {
                 }
             }
             encoded = std::time::Instant::now();
-            self.write_staged(&staged)
+            self.write_unsynced(&staged)
         })();
+        // The seqs are used up even by a group that fails: records of it left past a
+        // committed length stay below the high-water mark the next commit records, so a
+        // replay never takes them.
+        self.cache.next_seq = seq;
         if let Err(e) = res {
             self.roll_back(&staged);
             return Err(e);
         }
-        let synced = std::time::Instant::now();
-        self.cache.next_seq = seq;
-        let committed = self.txn(|w| {
-            let mut deltas: HashMap<u64, Delta> = HashMap::new();
-            for r in &placed {
-                if let Some(old) = w.get_row(&r.tx_id)? {
-                    kill(&mut deltas, &old);
-                }
-                w.insert_row(r)?;
-                let d = deltas.entry(r.seg).or_default();
-                d.live_count += 1;
-                d.live_bytes += to_i64(r.record_len());
-            }
-            w.account_staged(&staged, &seals)?;
-            Ok((w.apply_deltas(&deltas)?, true))
+        let written = std::time::Instant::now();
+        // The index rows are written while the segments sync (on a helper thread for a
+        // group big enough to be worth it); the commit comes only after every sync
+        // succeeded, so the commit point still follows the records' durability.
+        let overlap = placed.len() >= OVERLAP_MIN_RECORDS;
+        let committed = std::thread::scope(|sc| {
+            let staged_ref = &staged;
+            let syncer = overlap.then(|| sc.spawn(move || sync_staged(staged_ref)));
+            self.txn(false, |w| {
+                let mut rows = || -> Result<Vec<u64>> {
+                    let mut deltas: HashMap<u64, Delta> = HashMap::new();
+                    for r in &placed {
+                        if let Some(old) = w.get_row(&r.tx_id)? {
+                            kill(&mut deltas, &old);
+                        }
+                        w.insert_row(r)?;
+                        let d = deltas.entry(r.seg).or_default();
+                        d.live_count += 1;
+                        d.live_bytes += to_i64(r.record_len());
+                    }
+                    w.account_staged(staged_ref, &seals)?;
+                    w.apply_deltas(&deltas)
+                };
+                let (rows, synced) = match syncer {
+                    Some(h) => {
+                        let rows = rows();
+                        let synced = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                        (rows, synced)
+                    }
+                    None => {
+                        let synced = sync_staged(staged_ref);
+                        (rows(), synced)
+                    }
+                };
+                w.check_synced(staged_ref, synced)?;
+                Ok((rows?, true))
+            })
         });
         match committed {
             Ok(dropped) => {
@@ -877,8 +987,8 @@ impl SegmentsWriter {
                     records = placed.len(),
                     segments = staged.len(),
                     encode_us = (encoded - started).as_micros() as u64,
-                    write_sync_us = (synced - encoded).as_micros() as u64,
-                    commit_us = synced.elapsed().as_micros() as u64,
+                    write_us = (written - encoded).as_micros() as u64,
+                    sync_and_commit_us = written.elapsed().as_micros() as u64,
                     "group committed"
                 );
                 self.remember(staged, &seals);
@@ -946,7 +1056,7 @@ impl SegmentsWriter {
         };
         let rows = self.index.rows_of_segment(src.id, 0, STEP_RECORDS)?;
         if rows.is_empty() {
-            let dropped = self.txn(|w| {
+            let dropped = self.txn(true, |w| {
                 // No row points here, whatever the counters said: set them right, drop it.
                 w.exec(
                     "UPDATE segments SET live_count = 0, live_bytes = 0 WHERE id = ?1",
@@ -1020,7 +1130,7 @@ impl SegmentsWriter {
             self.roll_back(&staged);
             return Err(e);
         }
-        let committed = self.txn(|w| {
+        let committed = self.txn(true, |w| {
             let mut deltas: HashMap<u64, Delta> = HashMap::new();
             for (row, seg, off) in &moved {
                 let n = w.exec(
