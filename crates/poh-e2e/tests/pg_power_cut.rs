@@ -26,22 +26,51 @@ fn tx(id: String, i: u32) -> Tx {
     Tx::new(id, "h", now, i.to_le_bytes().repeat(64)).expect("valid tx")
 }
 
+/// The children of `pid`, from `/proc` (no procps needed).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // /proc/<p>/stat: "pid (comm) state ppid ..."; comm may hold spaces.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// SIGKILL to the server and every process it started (listed first: once the server is
 /// gone they belong to init), then waits until none is left holding the file system.
+#[allow(unsafe_code)]
 fn kill_server(pid: u32) {
-    let children = Command::new("pgrep")
-        .args(["-P", &pid.to_string()])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let mut all: Vec<String> = vec![pid.to_string()];
-    all.extend(children.split_whitespace().map(str::to_owned));
-    let _ = Command::new("kill").arg("-9").args(&all).status();
+    let mut all = vec![pid];
+    all.extend(children(pid));
+    for p in &all {
+        if let Ok(p) = libc::pid_t::try_from(*p) {
+            // SAFETY: kill(2) with SIGKILL on the server's own processes.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while all
-        .iter()
-        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-    {
+    while all.iter().any(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    }) {
         assert!(
             std::time::Instant::now() < deadline,
             "server processes linger: {all:?}"
