@@ -26,8 +26,8 @@ fn tx(id: String, i: u32) -> Tx {
     Tx::new(id, "h", now, i.to_le_bytes().repeat(64)).expect("valid tx")
 }
 
-/// The children of `pid`, from `/proc` (no procps needed).
-fn children(pid: u32) -> Vec<u32> {
+/// The live (not zombie) processes whose parent is `ppid`, from `/proc` (no procps).
+fn children(ppid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(p) = entry
@@ -37,40 +37,49 @@ fn children(pid: u32) -> Vec<u32> {
         else {
             continue;
         };
-        // /proc/<p>/stat: "pid (comm) state ppid ..."; comm may hold spaces.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u32>().ok());
-        if ppid == Some(pid) {
+        if stat_fields(p).is_some_and(|f| f.0 != "Z" && f.1 == ppid) {
             out.push(p);
         }
     }
     out
 }
 
-/// SIGKILL to the server and every process it started (listed first: once the server is
-/// gone they belong to init), then waits until none is left holding the file system.
+/// State and parent of `pid` from `/proc/<pid>/stat` ("pid (comm) state ppid ...").
+fn stat_fields(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.to_owned();
+    let ppid = f.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// SIGKILL to the server and every process it started: stopped first (so it forks
+/// nothing more), its children listed and killed, then the server; waits until none is
+/// left holding the file system.
 #[allow(unsafe_code)]
 fn kill_server(pid: u32) {
+    let Ok(server) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    let kill = |p: u32, sig: libc::c_int| {
+        if let Ok(p) = libc::pid_t::try_from(p) {
+            // SAFETY: kill(2) on the server's own processes.
+            unsafe { libc::kill(p, sig) };
+        }
+    };
+    // SAFETY: as above.
+    unsafe { libc::kill(server, libc::SIGSTOP) };
     let mut all = vec![pid];
     all.extend(children(pid));
-    for p in &all {
-        if let Ok(p) = libc::pid_t::try_from(*p) {
-            // SAFETY: kill(2) with SIGKILL on the server's own processes.
-            unsafe { libc::kill(p, libc::SIGKILL) };
-        }
+    for p in all.iter().rev() {
+        kill(*p, libc::SIGKILL);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while all.iter().any(|p| {
-        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
-            !s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-        })
-    }) {
+    while all
+        .iter()
+        .any(|p| stat_fields(*p).is_some_and(|f| f.0 != "Z"))
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "server processes linger: {all:?}"
@@ -154,6 +163,9 @@ fn power_cuts_under_the_server_lose_no_acknowledged_save() {
         failed_saves += 1;
         drop(sm);
         mnt.remount().expect("remount after the cut");
+        cluster
+            .remove_stale_pid_file()
+            .expect("the killed server's pid file");
         cluster.start_server().expect("restart after the cut");
         let sm = rt
             .block_on(StorageManager::open_with(

@@ -173,6 +173,21 @@ impl PgCluster {
             .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
+    /// Removes `postmaster.pid` and the socket's lock file left by a server the caller killed: its process may stay a
+    /// zombie when nothing reaps it (a container whose init does not), and the server
+    /// refuses to start while that pid exists.
+    pub fn remove_stale_pid_file(&self) -> Result<(), String> {
+        let socket_lock = self.dir.path().join(format!(".s.PGSQL.{}.lock", self.port));
+        for f in [self.data_dir().join("postmaster.pid"), socket_lock] {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("remove {}: {e}", f.display())),
+            }
+        }
+        Ok(())
+    }
+
     /// The server's process id, from `postmaster.pid` (read while its file system works).
     pub fn server_pid(&self) -> Result<u32, String> {
         let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
