@@ -230,16 +230,8 @@ impl EngineWriter for SegmentsWriter {
     }
 
     fn delete(&mut self, id: &TxId) -> Result<bool> {
-        self.poison.check()?;
         let lock = self.lock.clone();
-        let _g = hold(
-            &lock,
-            &self.index,
-            &self.dir,
-            (&mut self.replayed, &mut self.repaired),
-            &mut self.cache,
-        )?;
-        self.finish_drops()?;
+        let _g = self.enter(&lock)?;
         self.compact_step()?;
         let dropped = self.txn(true, |w| {
             let Some(row) = w.get_row(id.as_str())? else {
@@ -264,16 +256,8 @@ impl EngineWriter for SegmentsWriter {
     }
 
     fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
-        self.poison.check()?;
         let lock = self.lock.clone();
-        let _g = hold(
-            &lock,
-            &self.index,
-            &self.dir,
-            (&mut self.replayed, &mut self.repaired),
-            &mut self.cache,
-        )?;
-        self.finish_drops()?;
+        let _g = self.enter(&lock)?;
         // A segment whose newest record is expired is not worth copying: its rows are
         // leaving by expiry (this batch or the next), and then it goes whole.
         if let Some(cand) = self.compaction_candidate()?
@@ -871,17 +855,25 @@ impl SegmentsWriter {
         }
     }
 
-    fn save_all(&mut self, group: &[&[Tx]]) -> Result<()> {
+    /// What every command starts with: refuse when poisoned, take the store lock (with
+    /// the cache brought up to date, see [`hold`]), and unlink what earlier commands
+    /// dropped.
+    fn enter<'a>(&mut self, lock: &'a StoreLock) -> Result<LockGuard<'a>> {
         self.poison.check()?;
-        let lock = self.lock.clone();
-        let _g = hold(
-            &lock,
+        let guard = hold(
+            lock,
             &self.index,
             &self.dir,
             (&mut self.replayed, &mut self.repaired),
             &mut self.cache,
         )?;
         self.finish_drops()?;
+        Ok(guard)
+    }
+
+    fn save_all(&mut self, group: &[&[Tx]]) -> Result<()> {
+        let lock = self.lock.clone();
+        let _g = self.enter(&lock)?;
         self.compact_step()?;
         if let Some(tx) = group
             .iter()
