@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{Rng, bin, lines_of, now};
-use poh_storage::{Layout, StorageManager, Tx, TxId};
+use poh_storage::{Layout, OpenOptions, StorageManager, Tx, TxId};
 use poh_testkit::ext4::{EXT4_GOING_FLAGS_NOLOGFLUSH, Ext4Mount};
 use poh_testkit::require::root_with_loop;
 
@@ -296,6 +296,53 @@ async fn check_store(store: &Store, model: &mut Model, ctx: &str) -> u64 {
     // The store as found is the model from now on.
     *model = found;
     intact
+}
+
+/// Before anything repairs the store: a read-only handle (what `load`, `list` and
+/// `export` open) already serves every acknowledged tx, or a newer version in flight.
+async fn check_read_only(store: &Store, model: &Model, ctx: &str) {
+    let ro = StorageManager::open_with(
+        &store.base,
+        &store.db,
+        OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{ctx}: read-only open after the cut: {e}"));
+    let ids: Vec<&String> = model.keys().collect();
+    let loaded = ro
+        .load_many(
+            ids.iter()
+                .map(|i| TxId::new(i.as_str()).expect("id"))
+                .collect(),
+        )
+        .await
+        .expect("load_many");
+    for (id, got) in ids.into_iter().zip(loaded) {
+        let e = &model[id];
+        match got {
+            Ok(Some(t)) => assert!(
+                e.acked.as_ref() == Some(&t) || e.pending.contains(&t),
+                "{ctx}: before recover, {id} reads as a version nobody wrote last: {t:?}; \
+                 acknowledged {:?}, in flight {:?}",
+                e.acked,
+                e.pending
+            ),
+            Ok(None) => assert!(
+                e.acked.is_none() || is_old_id(id),
+                "{ctx}: before recover, acknowledged tx {id} reads as absent: {:?}",
+                e.acked
+            ),
+            // A tx whose save was in flight may be cut short: recover deals with it.
+            Err(err) => assert!(
+                !e.pending.is_empty() || is_old_id(id),
+                "{ctx}: before recover, acknowledged tx {id} fails to load: {err}"
+            ),
+        }
+    }
+    ro.close().await.expect("close");
 }
 
 // ----------------------------------------------------------------------------- the workload
@@ -693,6 +740,11 @@ fn power_cuts(layout: Layout) {
         mnt.remount()
             .unwrap_or_else(|e| panic!("{ctx}: remount: {e}"));
         check_bystanders(mnt.path(), &bystanders, &ctx);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(check_read_only(&store, &model, &ctx));
         let (status, found, stderr) = store.report(&["verify", "--json"]);
         assert!(
             matches!(status.code(), Some(0 | 4)),
@@ -719,10 +771,6 @@ fn power_cuts(layout: Layout) {
             String::from_utf8_lossy(&verify.stdout),
             String::from_utf8_lossy(&verify.stderr)
         );
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
         c.acked_checked += rt.block_on(check_store(&store, &mut model, &ctx));
         check_bystanders(mnt.path(), &bystanders, &ctx);
     }

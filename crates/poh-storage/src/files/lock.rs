@@ -129,6 +129,11 @@ impl StoreLock {
         self.attempt(Mode::Exclusive)
     }
 
+    /// The shared lock if nobody holds it exclusively right now; `None` otherwise.
+    pub fn try_shared(&self) -> Result<Option<LockGuard<'_>>> {
+        self.attempt(Mode::Shared)
+    }
+
     fn attempt(&self, mode: Mode) -> Result<Option<LockGuard<'_>>> {
         let res = match mode {
             Mode::Shared => self.file.try_lock_shared(),

@@ -434,6 +434,31 @@ impl Index {
             .map_err(|e| self.err("compute stats", e))
     }
 
+    /// The smallest and largest timestamp of the rows whose id is not in `skip`.
+    pub(crate) fn time_range_without(
+        &self,
+        skip: &std::collections::HashSet<String>,
+    ) -> Result<(Option<f64>, Option<f64>)> {
+        let limit = to_i64(skip.len() as u64 + 1);
+        let first = |order: &str| -> Result<Option<f64>> {
+            let rows: Vec<(String, f64)> = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT tx_id, timestamp FROM records ORDER BY timestamp {order}, tx_id LIMIT ?1"
+                ))
+                .and_then(|mut s| {
+                    s.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(|e| self.err("compute stats", e))?;
+            Ok(rows
+                .into_iter()
+                .find(|(id, _)| !skip.contains(id))
+                .map(|(_, ts)| ts))
+        };
+        Ok((first("ASC")?, first("DESC")?))
+    }
+
     pub(crate) fn integrity_check(&self) -> Result<Vec<String>> {
         let what = "run SQLite's integrity check";
         let mut stmt = self

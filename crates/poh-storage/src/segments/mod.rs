@@ -9,10 +9,12 @@
 //! - [`writer`]: group commit, delete, expiry (whole segments dropped at once), compaction.
 //! - [`reader`]: verified loads.
 //! - [`replay`]: segment tails replayed into an index that lags them (after a power loss).
+//! - [`overlay`]: what a read-only handle serves from those tails until a writer replays them.
 //! - [`recover`]: open-time repair, recovery and verification.
 
 pub(crate) mod dir;
 pub(crate) mod index;
+pub(crate) mod overlay;
 pub(crate) mod reader;
 pub(crate) mod record;
 pub(crate) mod recover;
@@ -20,10 +22,12 @@ pub(crate) mod replay;
 pub(crate) mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use self::dir::SegDir;
 use self::index::{Found, IndexDb};
+use self::overlay::Overlay;
 use crate::engine::{Engine, EngineReader, EngineWriter};
 use crate::error::{Result, StorageError};
 use crate::files::lock::{LOCK_FILE, StoreLock};
@@ -39,6 +43,8 @@ pub(crate) struct SegmentsEngine {
     db: IndexDb,
     window: u64,
     lock_timeout: Duration,
+    /// A read-only handle's rows from segment tails the index lost (see [`overlay`]).
+    overlay: Option<Arc<Overlay>>,
 }
 
 /// The window width `opts` asks for, in whole seconds.
@@ -95,8 +101,11 @@ impl SegmentsEngine {
             res => res?,
         }
         dir.check()?;
+        let mut overlay = None;
         if opts.read_only {
-            StoreLock::open_existing(&base, opts.lock_timeout)?;
+            if let Some(lock) = StoreLock::open_existing(&base, opts.lock_timeout)? {
+                overlay = Self::find_pending(&dir, &index, &lock)?.map(Arc::new);
+            }
         } else {
             dir.init()?;
         }
@@ -105,7 +114,42 @@ impl SegmentsEngine {
             db: index,
             window,
             lock_timeout: opts.lock_timeout,
+            overlay,
         })
+    }
+
+    /// For a read-only handle: the acknowledged saves in the segment tails that the index
+    /// lost to a power cut (a writer replays them at its first hold; this handle writes
+    /// nothing, so it serves them from memory). Looked for under the shared lock, so no
+    /// writer is between its append and its commit; when a writer holds the lock right
+    /// now, it has replayed the tails already and there is nothing to find.
+    fn find_pending(dir: &SegDir, index: &IndexDb, lock: &StoreLock) -> Result<Option<Overlay>> {
+        let Some(_shared) = lock.try_shared()? else {
+            return Ok(None);
+        };
+        let idx = index.open_reader()?;
+        let generation = idx.config("generation")?;
+        let rows = match replay::pending_rows(dir, &idx) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read the segment tails ({e}); saves the index lost to a power \
+                     cut, if any, stay invisible to this read-only handle until a writer \
+                     opens the store"
+                );
+                return Ok(None);
+            }
+        };
+        let overlay = Overlay::new(generation, rows);
+        if let Some(ov) = &overlay {
+            tracing::info!(
+                txs = ov.len(),
+                "the index lags the segments (a power cut before its last commits were \
+                 flushed): serving those saves from the segment tails; the next writing \
+                 open brings the index up to date"
+            );
+        }
+        Ok(overlay)
     }
 
     /// An existing segments store: its index must be a segments index, or (when creating)
@@ -275,6 +319,7 @@ impl Engine for SegmentsEngine {
         Ok(Box::new(reader::SegmentsReader::new(
             self.db.open_reader()?,
             self.dir.clone(),
+            self.overlay.clone(),
         )))
     }
 

@@ -13,6 +13,7 @@ use poh_types::{Tx, TxId};
 
 use super::dir::SegDir;
 use super::index::{Index, Row};
+use super::overlay::Overlay;
 use super::record;
 use crate::engine::{EngineReader, MetaRow, Stats};
 use crate::error::{Result, StorageError};
@@ -26,6 +27,8 @@ pub(crate) struct SegmentsReader {
     index: Index,
     dir: SegDir,
     open: HashMap<u64, Arc<dyn FileHandle>>,
+    /// A read-only handle's rows from the segment tails ([`Overlay`]), while they hold.
+    overlay: Option<Arc<Overlay>>,
 }
 
 /// Why a row's record could not be served.
@@ -40,12 +43,33 @@ pub(crate) enum Problem {
 }
 
 impl SegmentsReader {
-    pub(crate) fn new(index: Index, dir: SegDir) -> Self {
+    pub(crate) fn new(index: Index, dir: SegDir, overlay: Option<Arc<Overlay>>) -> Self {
         Self {
             index,
             dir,
             open: HashMap::new(),
+            overlay,
         }
+    }
+
+    /// The overlay, while the index is still at the generation it was found over.
+    fn overlay(&mut self) -> Result<Option<Arc<Overlay>>> {
+        let Some(ov) = &self.overlay else {
+            return Ok(None);
+        };
+        if self.index.config("generation")? != ov.generation() {
+            self.overlay = None;
+            return Ok(None);
+        }
+        Ok(Some(ov.clone()))
+    }
+
+    /// The row of `tx_id`: the overlay's, else the index's.
+    fn lookup(&mut self, tx_id: &str) -> Result<Option<Row>> {
+        if let Some(r) = self.overlay()?.and_then(|ov| ov.get(tx_id).cloned()) {
+            return Ok(Some(r));
+        }
+        self.index.get(tx_id)
     }
 
     fn file(&mut self, seg: u64) -> std::result::Result<Arc<dyn FileHandle>, Problem> {
@@ -170,7 +194,7 @@ impl SegmentsReader {
     /// One lookup and one read: the tx, `Ok(None)` for an unknown id, or an error for any
     /// problem (the caller looks again).
     fn load_once(&mut self, id: &TxId) -> Result<Option<Tx>> {
-        let Some(row) = self.index.get(id.as_str())? else {
+        let Some(row) = self.lookup(id.as_str())? else {
             return Ok(None);
         };
         let res = self.file(row.seg).and_then(|f| {
@@ -198,7 +222,7 @@ impl EngineReader for SegmentsReader {
         // A row can move (compaction) or go (expiry) between the lookup and the read: look
         // again, a few times, before calling it a problem.
         for _ in 0..3 {
-            let Some(row) = self.index.get(id.as_str())? else {
+            let Some(row) = self.lookup(id.as_str())? else {
                 return Ok(None);
             };
             if let Some((prev, _)) = &last
@@ -259,16 +283,16 @@ impl EngineReader for SegmentsReader {
     }
 
     fn row(&mut self, tx_id: &str) -> Result<Option<MetaRow>> {
-        Ok(self.index.get(tx_id)?.map(|r| r.meta()))
+        Ok(self.lookup(tx_id)?.map(|r| r.meta()))
     }
 
     fn page(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<MetaRow>> {
-        Ok(self
-            .index
-            .page(after, limit)?
-            .iter()
-            .map(Row::meta)
-            .collect())
+        let rows = self.index.page(after, limit)?;
+        let rows = match self.overlay()? {
+            Some(ov) => ov.page(rows, after, limit),
+            None => rows,
+        };
+        Ok(rows.iter().map(Row::meta).collect())
     }
 
     fn find_expired(
@@ -278,15 +302,24 @@ impl EngineReader for SegmentsReader {
         after: Option<(f64, &str)>,
         limit: usize,
     ) -> Result<Vec<MetaRow>> {
-        Ok(self
-            .index
-            .find_expired(now, ttl, after, limit)?
-            .iter()
-            .map(Row::meta)
-            .collect())
+        let rows = match self.overlay()? {
+            Some(ov) => ov.expired(
+                self.index
+                    .find_expired(now, ttl, after, limit.saturating_add(ov.len()))?,
+                now,
+                ttl,
+                after,
+                limit,
+            ),
+            None => self.index.find_expired(now, ttl, after, limit)?,
+        };
+        Ok(rows.iter().map(Row::meta).collect())
     }
 
     fn stats(&mut self) -> Result<Stats> {
-        self.index.stats()
+        match self.overlay()? {
+            Some(ov) => ov.stats(&self.index),
+            None => self.index.stats(),
+        }
     }
 }

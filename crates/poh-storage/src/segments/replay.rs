@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::params;
 
 use super::dir::SegDir;
-use super::index::{DROPPED, Index, to_i64};
+use super::index::{DROPPED, Index, Row, to_i64};
 use super::record::{self, Header};
 use crate::error::{Result, StorageError};
 use crate::fs::{FileHandle, is_not_regular, read_exact_at};
@@ -87,15 +87,19 @@ fn finding(kind: ProblemKind, tx_id: &str, detail: String, action: impl Into<Str
     }
 }
 
-/// Replays the segment tails into `index` (a dry run only reports what it would do: the
-/// ids in `rolled_forward`, the cuts as torn tails). The caller holds the exclusive lock
-/// (the shared one for a dry run). An error leaves the tails as they are.
-pub(crate) fn replay(
-    dir: &SegDir,
-    index: &Index,
-    dry_run: bool,
-    report: &mut RecoverReport,
-) -> Result<()> {
+/// What a look at the segment tails found: each tail, its whole records, and which of
+/// them a replay commits (complete save requests after the high-water mark, in write
+/// order).
+struct Scan {
+    tails: Vec<Tail>,
+    recs: Vec<TailRec>,
+    apply: Vec<usize>,
+    max_seq: Option<u64>,
+}
+
+/// Reads every segment tail (past its committed length) of `index`'s live segments.
+/// `Ok(None)` when no segment has one.
+fn scan(dir: &SegDir, index: &Index, dry_run: bool) -> Result<Option<Scan>> {
     let fs = dir.fs();
     let mut tails: Vec<Tail> = Vec::new();
     let mut recs: Vec<TailRec> = Vec::new();
@@ -133,7 +137,7 @@ pub(crate) fn replay(
         });
     }
     if tails.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
 
     // Records written after the high-water mark, one per seq (a compaction copy repeats
@@ -162,16 +166,68 @@ pub(crate) fn replay(
         }
     }
     // Complete requests only (each seq is one position of its request), in write order.
-    let apply: Vec<&TailRec> = by_seq
+    let apply: Vec<usize> = by_seq
         .values()
-        .map(|&i| &recs[i])
-        .filter(|r| {
-            base(&r.h)
+        .copied()
+        .filter(|&i| {
+            base(&recs[i].h)
                 .and_then(|b| requests.get(&b))
                 .is_some_and(|(n, found)| n == found)
         })
         .collect();
     let max_seq = recs.iter().map(|r| r.h.seq).max();
+    Ok(Some(Scan {
+        tails,
+        recs,
+        apply,
+        max_seq,
+    }))
+}
+
+/// The rows a replay would commit, in write order (a later one for the same id wins),
+/// found without changing anything: what a read-only handle serves on top of an index
+/// that lost its last commits to a power cut, until a writer replays them.
+pub(crate) fn pending_rows(dir: &SegDir, index: &Index) -> Result<Vec<Row>> {
+    let Some(scan) = scan(dir, index, true)? else {
+        return Ok(Vec::new());
+    };
+    Ok(scan
+        .apply
+        .iter()
+        .map(|&i| {
+            let r = &scan.recs[i];
+            Row {
+                tx_id: r.h.tx_id.clone(),
+                seg: r.seg,
+                off: r.off,
+                size: r.h.size,
+                timestamp: r.h.timestamp,
+                holder_id: r.h.holder_id.clone(),
+                hash: r.h.sha,
+            }
+        })
+        .collect())
+}
+
+/// Replays the segment tails into `index` (a dry run only reports what it would do: the
+/// ids in `rolled_forward`, the cuts as torn tails). The caller holds the exclusive lock
+/// (the shared one for a dry run). An error leaves the tails as they are.
+pub(crate) fn replay(
+    dir: &SegDir,
+    index: &Index,
+    dry_run: bool,
+    report: &mut RecoverReport,
+) -> Result<()> {
+    let Some(scan) = scan(dir, index, dry_run)? else {
+        return Ok(());
+    };
+    let Scan {
+        tails,
+        recs,
+        apply,
+        max_seq,
+    } = scan;
+    let apply: Vec<&TailRec> = apply.iter().map(|&i| &recs[i]).collect();
 
     // Each segment's new committed length: the end of its last replayed record.
     let mut new_len: HashMap<u64, u64> = tails.iter().map(|t| (t.seg, t.committed)).collect();
