@@ -427,6 +427,38 @@ fn disk_usage(path: &Path) -> (u64, u64) {
     (alloc, apparent)
 }
 
+/// `total` single saves from `concurrency` tasks at once; caller `c` saves txs
+/// `k * concurrency + c` (arrival order) or, `spread`, `c * per + k`.
+async fn concurrent_saves(
+    sm: &StorageManager,
+    prefix: &'static str,
+    total: usize,
+    concurrency: usize,
+    size: usize,
+    spread: bool,
+) -> Result<()> {
+    let callers = concurrency.max(1);
+    let per = total.div_ceil(callers);
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let sm = sm.clone();
+        tasks.push(tokio::spawn(async move {
+            for k in 0..per {
+                let i = if spread { c * per + k } else { k * callers + c };
+                if i >= total {
+                    break;
+                }
+                sm.save(tx(prefix, i, size)?).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
 async fn run_n(
     args: &Args,
     root: &Path,
@@ -502,34 +534,39 @@ async fn run_phases(
         ),
     ));
 
-    // 3. many concurrent single saves (group commit)
+    // 3. many concurrent single saves (group commit): in arrival order (the txs in flight
+    //    are next to each other in time, as a node receives them), then spread (each
+    //    caller in its own stretch of time: the txs in flight span several windows, the
+    //    worst case of a time-bucketed layout: one flush per window touched).
     let total = n.min(args.concurrent_total);
-    let per = total.div_ceil(args.concurrency.max(1));
-    let p = Phase::start();
-    let mut tasks = Vec::new();
-    for c in 0..args.concurrency {
-        let sm = sm.clone();
-        tasks.push(tokio::spawn(async move {
-            for k in 0..per {
-                let i = c * per + k;
-                if i >= total {
-                    break;
-                }
-                sm.save(tx("c", i, size)?).await?;
-            }
-            anyhow::Ok(())
-        }));
+    for (prefix, spread, name) in [
+        ("c", false, "save (concurrent)"),
+        ("w", true, "save (concurrent, spread)"),
+    ] {
+        let p = Phase::start();
+        concurrent_saves(&sm, prefix, total, args.concurrency, size, spread).await?;
+        let note = if spread {
+            format!(
+                "{} callers, caller k saving txs k*{}.. (1 s apart): the txs in flight span {:.1} h",
+                args.concurrency,
+                total.div_ceil(args.concurrency.max(1)),
+                total as f64 / 3600.0
+            )
+        } else {
+            format!(
+                "{} callers, txs in arrival order; limit as for save_batch",
+                args.concurrency
+            )
+        };
+        rows.push(p.end(
+            n,
+            name,
+            total as u64,
+            Some(limits.durable_files_batched_per_s),
+            note,
+        ));
     }
-    for t in tasks {
-        t.await??;
-    }
-    rows.push(p.end(
-        n,
-        "save (concurrent)",
-        total as u64,
-        Some(limits.durable_files_batched_per_s),
-        format!("{} callers; limit as for save_batch", args.concurrency),
-    ));
+    let total = 2 * total;
 
     // Disk use of everything saved so far, against the bytes of what it holds.
     if layout == Layout::Postgres {
@@ -955,7 +992,8 @@ mod rocks {
         // Concurrent callers, each a synced single write (RocksDB groups concurrent writers
         // into one WAL write and sync).
         let total = n.min(args.concurrent_total);
-        let per = total.div_ceil(args.concurrency.max(1));
+        let args_concurrency = args.concurrency.max(1);
+        let per = total.div_ceil(args_concurrency);
         let p = Phase::start();
         std::thread::scope(|s| -> Result<()> {
             let handles: Vec<_> = (0..args.concurrency)
@@ -965,7 +1003,7 @@ mod rocks {
                         let mut synced = WriteOptions::default();
                         synced.set_sync(true);
                         for k in 0..per {
-                            let i = c * per + k;
+                            let i = k * args_concurrency + c;
                             if i >= total {
                                 break;
                             }
@@ -1081,6 +1119,7 @@ fn comparison(report: &Report) -> String {
         "save (one at a time)",
         "save_batch",
         "save (concurrent)",
+        "save (concurrent, spread)",
         "load_many (first pass)",
         "load_many (warm)",
         "ttl scan (10% expired)",

@@ -143,6 +143,12 @@ pub trait FileHandle: Send + Sync {
     fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()>;
     /// Makes the contents and length durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
+    /// Starts writing `len` bytes at `off` to the device without waiting and without
+    /// making anything durable (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that the
+    /// [`sync_data`](Self::sync_data) calls that follow on several files find their data
+    /// written already. A hint: the default does nothing, and a failure is for the
+    /// `sync_data` that follows to report.
+    fn start_writeback(&self, _off: u64, _len: u64) {}
     /// Cuts (or extends with zeros) the file to `len` bytes. Not synced.
     fn set_len(&self, len: u64) -> io::Result<()>;
 }
@@ -340,6 +346,21 @@ impl FileHandle for RealFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+
+    // The library's only `unsafe`: no safe wrapper of `sync_file_range` in the
+    // dependencies already used (std, libc, rustix).
+    #[allow(unsafe_code)]
+    fn start_writeback(&self, off: u64, len: u64) {
+        use std::os::fd::AsRawFd as _;
+        let (Ok(off), Ok(len)) = (i64::try_from(off), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a plain system call on a descriptor this handle owns; no memory is
+        // passed. Its result is ignored on purpose (see the trait: a hint only).
+        unsafe {
+            libc::sync_file_range(self.0.as_raw_fd(), off, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {

@@ -37,7 +37,6 @@ use crate::files::lock::{LockGuard, StoreLock};
 use crate::files::meta::cutoff;
 use crate::fs::FileHandle;
 use crate::group::clone_err;
-use crate::par::par_map;
 use crate::poison::Poison;
 use crate::report::RecoverReport;
 
@@ -382,10 +381,18 @@ impl EngineWriter for SegmentsWriter {
 /// Fewest records in a group whose index rows are written while its segments sync.
 const OVERLAP_MIN_RECORDS: usize = 16;
 
-/// Syncs every touched staged segment (in parallel when several); one result each.
+/// Syncs every touched staged segment; one result each. With several, the writeback of
+/// all of them is started first, so that the device takes their data in one go and each
+/// `fdatasync` then only waits and flushes (measured: 6 segments synced one after the
+/// other, or on 6 threads, cost about twice as much).
 fn sync_staged(staged: &[Staged]) -> Vec<std::io::Result<()>> {
     let touched: Vec<&Staged> = staged.iter().filter(|s| !s.buf.is_empty()).collect();
-    par_map(&touched, 8, |s| s.file.sync_data())
+    if touched.len() > 1 {
+        for s in &touched {
+            s.file.start_writeback(s.start, s.buf.len() as u64);
+        }
+    }
+    touched.iter().map(|s| s.file.sync_data()).collect()
 }
 
 /// Counts the record a row pointed at as dead in its segment.
