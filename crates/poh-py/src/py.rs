@@ -259,26 +259,19 @@ fn id_from_str(id: &str) -> Result<TxId, StorageError> {
 // ---------------------------------------------------------------------------------------
 // Operations (shared by the asynchronous and the blocking form)
 
-/// Options for opening a store: `layout` (`files` or `segments`) for a new one or `None`
-/// for whatever the store records; `window_secs` the segment window of a new segments
-/// store. The package has checked both already; a bad one is still a ValueError here.
+/// Options for opening a store: `layout` (`files`, `segments` or `postgres`) or `None`
+/// for whatever the store records; `window_secs` the time window of a new segments (or
+/// PostgreSQL) store. The package has checked both already; a bad one is still a
+/// ValueError here.
 fn open_options(
     create: bool,
     layout: Option<&str>,
     window_secs: Option<u64>,
 ) -> PyResult<OpenOptions> {
-    let layout = match layout {
-        None => None,
-        Some(name) => match name.parse::<Layout>() {
-            Ok(l @ (Layout::Files | Layout::Segments)) => Some(l),
-            Ok(Layout::Postgres) => {
-                return Err(PyValueError::new_err(
-                    "layout \"postgres\" is not available from Python: expected \"files\" or \"segments\"",
-                ));
-            }
-            Err(e) => return Err(PyValueError::new_err(e)),
-        },
-    };
+    let layout = layout
+        .map(str::parse::<Layout>)
+        .transpose()
+        .map_err(PyValueError::new_err)?;
     let segment_window = match window_secs {
         None => None,
         Some(0) => {

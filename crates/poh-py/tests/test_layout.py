@@ -144,16 +144,17 @@ async def test_another_layout_for_an_existing_store_is_refused(tmp_path):
 async def test_bad_choices_are_refused_before_anything_is_created(tmp_path):
     base = tmp_path / "data"
     db = str(base / "poh.db")
-    for bad in ("rocks", "Segments", "", "postgres"):
-        with pytest.raises(ValueError, match="'files' or 'segments'"):
+    accepted = "expected 'files', 'segments' or 'postgres'"
+    for bad in ("rocks", "Segments", ""):
+        with pytest.raises(ValueError, match=accepted):
             await StorageManager.create(str(base), db, layout=bad)
-        with pytest.raises(ValueError, match="'files' or 'segments'"):
+        with pytest.raises(ValueError, match=accepted):
             SyncStorageManager(str(base), db, layout=bad)
     with pytest.raises(TypeError, match="layout must be a str"):
         await StorageManager.create(str(base), db, layout=1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="segments store only"):
+    with pytest.raises(ValueError, match="segment_window applies to"):
         await StorageManager.create(str(base), db, segment_window=60)
-    with pytest.raises(ValueError, match="segments store only"):
+    with pytest.raises(ValueError, match="segment_window applies to"):
         await StorageManager.create(str(base), db, layout="files", segment_window=60)
     for bad_window in (0, 0.5, 90.5, -60, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="whole number of seconds"):
@@ -166,6 +167,9 @@ async def test_bad_choices_are_refused_before_anything_is_created(tmp_path):
     with pytest.raises(ValueError):
         StorageManager(FileStore(str(tmp_path / "other")), SQLiteStore(db), layout="nope")
     assert not base.exists()
+    # The postgres layout needs a database URL, as the engine says.
+    with pytest.raises(StorageError, match="postgres://"):
+        await StorageManager.create(str(base), db, layout="postgres")
 
 
 @pytest.mark.asyncio

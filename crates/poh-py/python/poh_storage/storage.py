@@ -32,8 +32,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: No size limit for a load on the calling thread (the synchronous API blocks anyway).
 _NO_LIMIT = 2 ** 64 - 1
 _TxTuple = Tuple[str, str, float, bytes]
-#: The layouts a store can be created with from Python.
-LAYOUTS = ("files", "segments")
+#: The layouts a store can be created with (``postgres``: with a ``postgres://`` URL as the
+#: database).
+LAYOUTS = ("files", "segments", "postgres")
 
 
 def _open_args(layout: Optional[str], segment_window: Optional[float]
@@ -42,12 +43,13 @@ def _open_args(layout: Optional[str], segment_window: Optional[float]
 
     ``layout``: ``"files"`` (one file per payload, the prototype's layout),
     ``"segments"`` (append-only segment files: a group of concurrent saves is one append
-    and one flush), or None: the layout the store records, or for a new store the
-    environment's ``POH_LAYOUT`` (as the ``poh-storage`` command line reads it), else
-    files. ``segment_window``: seconds each segment of a new segments store covers
-    (default ``POH_SEGMENT_WINDOW``, else one hour); only with the segments layout. A
-    layout or window other than an existing store's own raises LayoutMismatchError when
-    the store is opened."""
+    and one flush), ``"postgres"`` (the database is a ``postgres://`` URL), or None: the
+    layout the store records, or for a new store the environment's ``POH_LAYOUT`` (as the
+    ``poh-storage`` command line reads it), else files. ``segment_window``: seconds each
+    segment (or partition) of a new segments (or postgres) store covers (default
+    ``POH_SEGMENT_WINDOW``, else one hour); only with those layouts. A layout or window
+    other than an existing store's own raises LayoutMismatchError when the store is
+    opened."""
     source = "layout"
     if layout is None:
         env = os.environ.get("POH_LAYOUT")
@@ -57,14 +59,15 @@ def _open_args(layout: Optional[str], segment_window: Optional[float]
         if not isinstance(layout, str):
             raise TypeError(f"layout must be a str or None, not {type(layout).__name__}")
         if layout not in LAYOUTS:
-            raise ValueError(f"unknown {source} {layout!r}: expected 'files' or 'segments'")
+            raise ValueError(f"unknown {source} {layout!r}: expected 'files', 'segments' or "
+                             "'postgres'")
     window: Optional[int] = None
     if segment_window is not None:
         if isinstance(segment_window, bool) or not isinstance(segment_window, (int, float)):
             raise TypeError("segment_window must be a number of seconds, not "
                             f"{type(segment_window).__name__}")
-        if layout != "segments":
-            raise ValueError("segment_window applies to a segments store only: "
+        if layout not in ("segments", "postgres"):
+            raise ValueError("segment_window applies to a segments (or postgres) store only: "
                              "pass layout='segments'")
         window = _whole_seconds(float(segment_window), "segment_window")
     else:
