@@ -2,12 +2,15 @@
 """The prototype's workload from Python, against the prototype's model and against ours,
 in one run.
 
-    python crates/poh-py/bench/bench.py --n 10000 --size 1024 [--repeat 3] [--dir /tmp] [--markdown out.md]
+    python crates/poh-py/bench/bench.py --n 10000 --size 1024 [--repeat 3] [--layout files|segments]
+        [--dir /tmp] [--markdown out.md]
 
 Runs each side in its own subprocess (both packages are called ``poh_storage``): the
 prototype's model from ``../shared/seedref`` (or ``$POH_SEEDREF``; needs aiofiles and
-aiosqlite) and the installed ``poh_storage``/``poh_ttl`` (ours). Each side gets a fresh
-store of N txs of SIZE random bytes, every 10th older than the TTL, and times:
+aiosqlite) and the installed ``poh_storage``/``poh_ttl`` (ours), whose stores have the
+layout --layout names (``files``, the prototype's, by default; ``segments`` packs payloads
+into append-only segment files). Each side gets a fresh store of N txs of SIZE random
+bytes, every 10th older than the TTL, and times:
 
   save (one at a time)   N x ``await save_tx`` in a loop, as the prototype's own benchmark
   save (concurrent)      N x ``save_tx`` with CONCURRENCY in flight (``asyncio.gather``)
@@ -75,9 +78,13 @@ async def gather_chunks(coros_fn, n, width):
     await asyncio.gather(*(caller(k) for k in range(min(width, n))))
 
 
-async def side(root: pathlib.Path, n: int, size: int, width: int, warmup_s: float) -> None:
+async def side(root: pathlib.Path, n: int, size: int, width: int, warmup_s: float,
+               layout: str = "") -> None:
     from poh_storage import StorageManager, Tx
     from poh_ttl import TTLManager
+
+    # Only ours takes a layout (the prototype's create() has no such argument).
+    opts = {"layout": layout} if layout else {}
 
     def emit(phase, secs, ops, **extra):
         print(json.dumps({"phase": phase, "secs": secs, "ops": ops,
@@ -95,7 +102,7 @@ async def side(root: pathlib.Path, n: int, size: int, width: int, warmup_s: floa
                   f"holder{i % 97}", ts, os.urandom(size))
 
     if warmup_s > 0:  # the first seconds of I/O after an idle spell run slow here
-        w = await StorageManager.create(str(root / "warm"), str(root / "warm" / "poh.db"))
+        w = await StorageManager.create(str(root / "warm"), str(root / "warm" / "poh.db"), **opts)
         t0, i = time.perf_counter(), 0
         while time.perf_counter() - t0 < warmup_s:
             await w.save_tx(Tx(f"w{i}", "h", now, os.urandom(size)))
@@ -103,8 +110,10 @@ async def side(root: pathlib.Path, n: int, size: int, width: int, warmup_s: floa
         await w.close()  # kept until the driver removes everything: see the docstring
 
     base = root / "data"
-    m = await StorageManager.create(str(base), str(base / "poh.db"))
+    m = await StorageManager.create(str(base), str(base / "poh.db"), **opts)
     try:
+        if layout:
+            assert m.layout == layout, (m.layout, layout)
         half = n // 2
         seq = [make(i, "s") for i in range(half)]
         conc = [make(i, "c") for i in range(n - half)]
@@ -168,6 +177,8 @@ def run_side(name: str, args, env, top: pathlib.Path, round_no: int) -> dict:
     root.mkdir(parents=True)
     cmd = [sys.executable, __file__, "--side", str(root), "--n", str(args.n), "--size", str(args.size),
            "--concurrency", str(args.concurrency), "--warmup-s", str(args.warmup_s)]
+    if name == "ours":
+        cmd += ["--layout", args.layout or "files"]
     print(f"# {name}, round {round_no}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
@@ -207,12 +218,16 @@ def main() -> None:
     ap.add_argument("--warmup-s", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=3,
                     help="rounds of both sides, alternating which runs first; the table gives medians")
+    ap.add_argument("--layout", choices=("files", "segments"), default=None,
+                    help="layout of our stores (default files; the prototype's is always its "
+                         "own flat files)")
     ap.add_argument("--markdown", help="also write the table to this file")
     ap.add_argument("--side", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.side:
-        asyncio.run(side(pathlib.Path(args.side), args.n, args.size, args.concurrency, args.warmup_s))
+        asyncio.run(side(pathlib.Path(args.side), args.n, args.size, args.concurrency, args.warmup_s,
+                         args.layout or ""))
         return
 
     seed = seedref_dir()
@@ -242,7 +257,8 @@ def main() -> None:
 
     rounds = len(proto_runs)
     lines = [
-        f"N = {args.n:,} txs of {args.size} bytes; concurrent phases keep {args.concurrency} calls in flight; "
+        f"N = {args.n:,} txs of {args.size} bytes; ours on the {args.layout or 'files'} layout; "
+        f"concurrent phases keep {args.concurrency} calls in flight; "
         f"median of {rounds} round(s), alternating which side runs first.",
         "",
         "| phase | prototype's model | poh_storage (ours) | ours / prototype | per round |",

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use poh_storage::{OpenOptions, ProblemKind, StorageError, StorageManager, Tx, TxId};
+use poh_storage::{Layout, OpenOptions, ProblemKind, StorageError, StorageManager, Tx, TxId};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -232,6 +232,7 @@ fn classify(e: &StorageError) -> (&'static str, Option<String>, Option<i32>) {
         StorageError::Closed => ("closed", None, None),
         StorageError::Unfinished { .. } => ("unfinished", None, None),
         StorageError::LockTimeout { path, .. } => ("lock_timeout", shown(path), None),
+        StorageError::LayoutMismatch { path, .. } => ("layout_mismatch", shown(path), None),
         _ => ("storage", None, None),
     }
 }
@@ -258,11 +259,37 @@ fn id_from_str(id: &str) -> Result<TxId, StorageError> {
 // ---------------------------------------------------------------------------------------
 // Operations (shared by the asynchronous and the blocking form)
 
-async fn open(base: String, db: String, create: bool) -> Outcome {
-    let opts = OpenOptions {
-        create,
-        ..OpenOptions::default()
+/// Options for opening a store: `layout` (`files`, `segments` or `postgres`) or `None`
+/// for whatever the store records; `window_secs` the time window of a new segments (or
+/// PostgreSQL) store. The package has checked both already; a bad one is still a
+/// ValueError here.
+fn open_options(
+    create: bool,
+    layout: Option<&str>,
+    window_secs: Option<u64>,
+) -> PyResult<OpenOptions> {
+    let layout = layout
+        .map(str::parse::<Layout>)
+        .transpose()
+        .map_err(PyValueError::new_err)?;
+    let segment_window = match window_secs {
+        None => None,
+        Some(0) => {
+            return Err(PyValueError::new_err(
+                "segment_window must be a whole number of seconds, at least 1 (got 0)",
+            ));
+        }
+        Some(s) => Some(Duration::from_secs(s)),
     };
+    Ok(OpenOptions {
+        create,
+        layout,
+        segment_window,
+        ..OpenOptions::default()
+    })
+}
+
+async fn open(base: String, db: String, opts: OpenOptions) -> Outcome {
     let sm = StorageManager::open_with(base, db, opts).await?;
     Ok(Value::Store(Box::new(sm)))
 }
@@ -440,6 +467,12 @@ impl Store {
         self.sm.base().display().to_string()
     }
 
+    /// The store's layout: `files`, `segments` or `postgres`.
+    #[getter]
+    fn layout(&self) -> &'static str {
+        self.sm.layout().name()
+    }
+
     fn save_each(&self, txs: &Bound<'_, PyList>, done: Py<PyAny>) -> PyResult<()> {
         let txs = txs_from_list(txs);
         spawn(done, save_each(self.sm.clone(), txs))
@@ -519,16 +552,44 @@ impl Store {
 // ---------------------------------------------------------------------------------------
 // Module functions
 
-/// Opens (creating if `create`) the store; `done(ok, Store | error)`.
+/// Opens (creating if `create`, with `layout` and `window_secs` if given) the store;
+/// `done(ok, Store | error)`. ValueError at once for a bad layout or window.
 #[pyfunction]
-fn open_store(base: String, db: String, create: bool, done: Py<PyAny>) -> PyResult<()> {
-    spawn(done, open(base, db, create))
+#[pyo3(signature = (base, db, create, layout, window_secs, done))]
+fn open_store(
+    base: String,
+    db: String,
+    create: bool,
+    layout: Option<&str>,
+    window_secs: Option<u64>,
+    done: Py<PyAny>,
+) -> PyResult<()> {
+    let opts = open_options(create, layout, window_secs)?;
+    spawn(done, open(base, db, opts))
 }
 
 /// The blocking form of [`open_store`]: `(ok, Store | error)`.
 #[pyfunction]
-fn open_store_sync(py: Python<'_>, base: String, db: String, create: bool) -> PyResult<Py<PyAny>> {
-    block(py, open(base, db, create))
+#[pyo3(signature = (base, db, create, layout, window_secs))]
+fn open_store_sync(
+    py: Python<'_>,
+    base: String,
+    db: String,
+    create: bool,
+    layout: Option<&str>,
+    window_secs: Option<u64>,
+) -> PyResult<Py<PyAny>> {
+    let opts = open_options(create, layout, window_secs)?;
+    block(py, open(base, db, opts))
+}
+
+/// `text` as a duration in seconds, as the command lines read one (`90`, `1.5`, `10m`,
+/// `1h`); ValueError if it is not a positive duration.
+#[pyfunction]
+fn parse_duration(text: &str) -> PyResult<f64> {
+    poh_ttl::duration::parse_duration(text)
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// The payload file stem of `tx_id` (`<stem>.bin`); ValueError for an invalid id.
@@ -615,6 +676,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Store>()?;
     m.add_function(wrap_pyfunction!(open_store, m)?)?;
     m.add_function(wrap_pyfunction!(open_store_sync, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_duration, m)?)?;
     m.add_function(wrap_pyfunction!(file_stem, m)?)?;
     m.add_function(wrap_pyfunction!(from_file_stem, m)?)?;
     m.add_function(wrap_pyfunction!(prototype_file_stem, m)?)?;

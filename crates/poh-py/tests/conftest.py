@@ -41,6 +41,14 @@ def require_seedref() -> pathlib.Path:
     return d
 
 
+@pytest.fixture(autouse=True)
+def _layout_unset(monkeypatch):
+    """New stores are flat-file ones unless a test says otherwise, whatever the caller's
+    environment names (POH_LAYOUT, POH_SEGMENT_WINDOW), for subprocesses too."""
+    monkeypatch.delenv("POH_LAYOUT", raising=False)
+    monkeypatch.delenv("POH_SEGMENT_WINDOW", raising=False)
+
+
 @pytest.fixture
 def paths(tmp_path: pathlib.Path) -> Tuple[pathlib.Path, pathlib.Path]:
     base = tmp_path / "data"

@@ -15,9 +15,9 @@ and behaviour), backed by the poh-store Rust engine::
     asyncio.run(main())
 """
 from ._native import __version__
-from ._errors import IntegrityError, StorageError, StoreClosedError
-from .storage import StorageManager, SyncStorageManager
+from ._errors import IntegrityError, LayoutMismatchError, StorageError, StoreClosedError
+from .storage import LAYOUTS, StorageManager, SyncStorageManager
 from .types import Tx
 
 __all__ = ("Tx", "StorageManager", "SyncStorageManager", "IntegrityError", "StorageError",
-           "StoreClosedError", "__version__")
+           "StoreClosedError", "LayoutMismatchError", "LAYOUTS", "__version__")

@@ -2,7 +2,8 @@
 import errno as _errno
 from typing import Optional, Tuple
 
-__all__ = ("StorageError", "IntegrityError", "StoreClosedError", "to_exception")
+__all__ = ("StorageError", "IntegrityError", "StoreClosedError", "LayoutMismatchError",
+           "to_exception")
 
 
 class StorageError(Exception):
@@ -21,6 +22,11 @@ class StoreClosedError(StorageError):
     """The StorageManager was closed."""
 
 
+class LayoutMismatchError(StorageError):
+    """The store's layout (or segment window) is not the one asked for: an existing store
+    always opens with its own."""
+
+
 ErrorInfo = Tuple[str, str, Optional[str], Optional[int]]
 
 
@@ -35,6 +41,8 @@ def to_exception(info: ErrorInfo) -> BaseException:
         return FileNotFoundError(_errno.ENOENT, message, path)
     if kind == "closed":
         return StoreClosedError(message)
+    if kind == "layout_mismatch":
+        return LayoutMismatchError(message)
     if kind == "io" and code is not None:
         return OSError(code, message, path)
     return StorageError(message)

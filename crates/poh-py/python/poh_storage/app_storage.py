@@ -2,6 +2,12 @@
 --base and --db); prints what the prototype printed.
 
     python -m poh_storage.app_storage save --base data --db data/poh.db --tx '{...}'
+
+Every command also takes ``--layout files|segments`` (default ``$POH_LAYOUT``, else the
+store's own, or files for a new store) and ``--segment-window SECONDS`` for the store it
+creates, as ``StorageManager.create`` does:
+
+    python -m poh_storage.app_storage init --base data --db data/poh.db --layout segments
 """
 import argparse
 import asyncio
@@ -10,7 +16,7 @@ import json
 import sys
 from typing import List, Optional
 
-from .storage import StorageManager
+from .storage import LAYOUTS, StorageManager
 from .types import Tx
 
 
@@ -21,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name)
         sp.add_argument("--base", required=True)
         sp.add_argument("--db", required=True)
+        sp.add_argument("--layout", choices=LAYOUTS, default=None,
+                        help="layout of a store this creates (default: $POH_LAYOUT, else files); "
+                             "an existing store keeps its own")
+        sp.add_argument("--segment-window", type=float, default=None, metavar="SECONDS",
+                        help="time window of each segment of a new segments store")
         if name == "save":
             sp.add_argument("--tx", required=True, help="JSON object; payload is base64")
         if name in ("load", "delete"):
@@ -30,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    manager = await StorageManager.create(args.base, args.db)
+    manager = await StorageManager.create(args.base, args.db, layout=args.layout,
+                                          segment_window=args.segment_window)
     try:
         if args.cmd == "init":
             print("Initialized")

@@ -7,26 +7,80 @@ payloads to ``<base>/.quarantine/`` instead of deleting them, and ids may be any
 at most 255 UTF-8 bytes without control characters.
 
 ``SyncStorageManager`` has the same methods as plain functions, for scripts.
+
+Both take keyword-only ``layout`` and ``segment_window`` to choose the layout of a store
+they create (see ``_open_args``); an existing store always opens with its own.
 """
 import asyncio
 import json
+import math
 import os
 import threading
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import _bridge, _native
-from ._errors import IntegrityError, StorageError, StoreClosedError, to_exception
+from ._errors import (IntegrityError, LayoutMismatchError, StorageError, StoreClosedError,
+                      to_exception)
 from .file_store import FileStore
 from .sqlite_store import SQLiteStore
 from .tx import Tx
 
 __all__ = ("StorageManager", "SyncStorageManager", "IntegrityError", "StorageError",
-           "StoreClosedError")
+           "StoreClosedError", "LayoutMismatchError", "LAYOUTS")
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: No size limit for a load on the calling thread (the synchronous API blocks anyway).
 _NO_LIMIT = 2 ** 64 - 1
 _TxTuple = Tuple[str, str, float, bytes]
+#: The layouts a store can be created with (``postgres``: with a ``postgres://`` URL as the
+#: database).
+LAYOUTS = ("files", "segments", "postgres")
+
+
+def _open_args(layout: Optional[str], segment_window: Optional[float]
+               ) -> Tuple[Optional[str], Optional[int]]:
+    """The layout and segment window (whole seconds) to open a store with, checked.
+
+    ``layout``: ``"files"`` (one file per payload, the prototype's layout),
+    ``"segments"`` (append-only segment files: a group of concurrent saves is one append
+    and one flush), ``"postgres"`` (the database is a ``postgres://`` URL), or None: the
+    layout the store records, or for a new store the environment's ``POH_LAYOUT`` (as the
+    ``poh-storage`` command line reads it), else files. ``segment_window``: seconds each
+    segment (or partition) of a new segments (or postgres) store covers (default
+    ``POH_SEGMENT_WINDOW``, else one hour); only with those layouts. A layout or window
+    other than an existing store's own raises LayoutMismatchError when the store is
+    opened."""
+    source = "layout"
+    if layout is None:
+        env = os.environ.get("POH_LAYOUT")
+        if env:
+            layout, source = env, "POH_LAYOUT"
+    if layout is not None:
+        if not isinstance(layout, str):
+            raise TypeError(f"layout must be a str or None, not {type(layout).__name__}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown {source} {layout!r}: expected 'files', 'segments' or "
+                             "'postgres'")
+    window: Optional[int] = None
+    if segment_window is not None:
+        if isinstance(segment_window, bool) or not isinstance(segment_window, (int, float)):
+            raise TypeError("segment_window must be a number of seconds, not "
+                            f"{type(segment_window).__name__}")
+        if layout not in ("segments", "postgres"):
+            raise ValueError("segment_window applies to a segments (or postgres) store only: "
+                             "pass layout='segments'")
+        window = _whole_seconds(float(segment_window), "segment_window")
+    else:
+        env = os.environ.get("POH_SEGMENT_WINDOW")
+        if env:  # as the command line does: for a new segments store, else checked
+            window = _whole_seconds(_native.parse_duration(env), "POH_SEGMENT_WINDOW")
+    return layout, window
+
+
+def _whole_seconds(secs: float, what: str) -> int:
+    if not math.isfinite(secs) or secs < 1 or secs != int(secs):
+        raise ValueError(f"{what} must be a whole number of seconds, at least 1 (got {secs!r})")
+    return int(secs)
 
 
 def _tx_tuple(tx: Any) -> _TxTuple:
@@ -76,9 +130,12 @@ def _settle_load(fut: "asyncio.Future[Any]", result: Any) -> None:
 class _Engine:
     """The native store of a manager, opened at most once, closed at most once."""
 
-    def __init__(self, base: str, db: str) -> None:
+    def __init__(self, base: str, db: str, layout: Tuple[Optional[str], Optional[int]]) -> None:
         self.base = base
         self.db = db
+        self.layout, self.window = layout  # from _open_args
+        #: The store's layout once it is open ("files", "segments", ...).
+        self.opened_layout: Optional[str] = None
         self.native: Any = None
         self.closed = False
         self._lock = threading.Lock()
@@ -91,17 +148,29 @@ class _Engine:
             if self.closed:
                 raise StoreClosedError("store is closed")
             if self.native is None:
-                self.native = _bridge.unwrap(_native.open_store_sync(self.base, self.db, True))
+                native = _bridge.unwrap(_native.open_store_sync(
+                    self.base, self.db, True, self.layout, self.window))
+                self.opened_layout = native.layout
+                self.native = native
             return self.native
 
     async def open_async(self) -> None:
         if self.native is None and not self.closed:
-            native = await _bridge.call(_native.open_store, self.base, self.db, True)
+            native = await _bridge.call(_native.open_store, self.base, self.db, True,
+                                        self.layout, self.window)
             with self._lock:
                 if self.native is None and not self.closed:
+                    self.opened_layout = native.layout
                     self.native = native
                     return
             await _bridge.call(native.close)  # lost a race: keep the first
+
+    def store_layout(self) -> str:
+        """The open store's layout (opening it if need be; known after close too)."""
+        if self.opened_layout is None:
+            self.get()
+        assert self.opened_layout is not None
+        return self.opened_layout
 
     def take(self) -> Any:
         with self._lock:
@@ -118,6 +187,13 @@ class StorageManager:
     ``await StorageManager.create(base, db)`` opens it at once (creating the base
     directory; the database may live inside it). ``loop`` is accepted and kept for the
     prototype's signature; the manager works on whichever event loop awaits it.
+
+    Keyword-only ``layout`` (``"files"``, ``"segments"`` or None) and ``segment_window``
+    (seconds) choose the layout of a store this creates; an existing store opens with its
+    own, and naming another raises LayoutMismatchError. Flat files (the default, unless
+    ``POH_LAYOUT`` says otherwise) keep the prototype's layout; ``"segments"`` packs
+    payloads into append-only segment files, so concurrent saves commit as one append and
+    one flush instead of one durable file each. ``manager.layout`` says which it is.
     """
 
     #: Largest payload, in bytes (by the size its row records), that ``load_tx`` reads on
@@ -127,11 +203,13 @@ class StorageManager:
     inline_load_max: int = 64 * 1024
 
     def __init__(self, file_store: FileStore, sqlite_store: SQLiteStore,
-                 loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+                 loop: Optional[asyncio.AbstractEventLoop] = None, *,
+                 layout: Optional[str] = None, segment_window: Optional[float] = None) -> None:
+        self._engine = _Engine(os.fspath(file_store.base_path), os.fspath(sqlite_store.db_path),
+                               _open_args(layout, segment_window))
         self.file_store = file_store
         self.sqlite_store = sqlite_store
         self.loop = loop
-        self._engine = _Engine(os.fspath(file_store.base_path), os.fspath(sqlite_store.db_path))
         self._saves = _bridge.Coalescer(self._run_saves, _settle_save)
         self._loads = _bridge.Coalescer(self._run_loads, _settle_load)
         #: The last ``recover()`` report (dict), with every finding and what was done.
@@ -140,12 +218,25 @@ class StorageManager:
 
     @classmethod
     async def create(cls, base_path: PathLike, sqlite_path: PathLike,
-                     loop: Optional[asyncio.AbstractEventLoop] = None) -> "StorageManager":
+                     loop: Optional[asyncio.AbstractEventLoop] = None, *,
+                     layout: Optional[str] = None,
+                     segment_window: Optional[float] = None) -> "StorageManager":
         """Opens (creating if missing) the store with payloads under ``base_path`` and
-        metadata at ``sqlite_path``."""
-        manager = cls(FileStore(base_path), SQLiteStore(sqlite_path), loop)
-        await manager._engine.open_async()
+        metadata at ``sqlite_path``; ``layout`` and ``segment_window`` as for the class."""
+        _open_args(layout, segment_window)  # a bad argument creates nothing
+        manager = cls(FileStore(base_path), SQLiteStore(sqlite_path), loop, layout=layout,
+                      segment_window=segment_window)
+        try:
+            await manager._engine.open_async()
+        except BaseException:
+            _bridge.unregister(manager)
+            raise
         return manager
+
+    @property
+    def layout(self) -> str:
+        """The store's layout: ``"files"``, ``"segments"`` (or ``"postgres"``)."""
+        return self._engine.store_layout()
 
     def _run_saves(self, items: List[_TxTuple], done: Any) -> None:
         self._engine.get().save_each(items, done)
@@ -218,17 +309,26 @@ class SyncStorageManager:
     """The StorageManager API as plain (blocking) calls, for scripts. Each call releases
     the GIL while the engine works. Usable as a context manager."""
 
-    def __init__(self, base_path: PathLike, sqlite_path: PathLike) -> None:
+    def __init__(self, base_path: PathLike, sqlite_path: PathLike, *,
+                 layout: Optional[str] = None, segment_window: Optional[float] = None) -> None:
+        args = _open_args(layout, segment_window)  # a bad argument creates nothing
         self.file_store = FileStore(base_path)
         self.sqlite_store = SQLiteStore(sqlite_path)
-        self._engine = _Engine(self.file_store.base_path, self.sqlite_store.db_path)
+        self._engine = _Engine(self.file_store.base_path, self.sqlite_store.db_path, args)
         self._engine.get()
         self.last_recover_report: Optional[Dict[str, Any]] = None
         _bridge.register(self)
 
     @classmethod
-    def create(cls, base_path: PathLike, sqlite_path: PathLike) -> "SyncStorageManager":
-        return cls(base_path, sqlite_path)
+    def create(cls, base_path: PathLike, sqlite_path: PathLike, *,
+               layout: Optional[str] = None,
+               segment_window: Optional[float] = None) -> "SyncStorageManager":
+        return cls(base_path, sqlite_path, layout=layout, segment_window=segment_window)
+
+    @property
+    def layout(self) -> str:
+        """The store's layout: ``"files"``, ``"segments"`` (or ``"postgres"``)."""
+        return self._engine.store_layout()
 
     def save_tx(self, tx: Tx) -> None:
         (err,) = _bridge.unwrap(self._engine.get().save_each_sync([_tx_tuple(tx)]))
