@@ -149,8 +149,9 @@ fn a_corrupt_record_exits_4_and_recover_quarantines_it() {
     s.save("bad1", 1.0, b"original payload");
     let seg = seg_files(&s).pop().unwrap();
     let mut data = std::fs::read(&seg).unwrap();
-    let last = data.len() - 3;
-    data[last] ^= 0x01; // inside bad1's payload, the last record
+    // Inside bad1's payload, the last record (zeros of padding may follow it).
+    let last = data.iter().rposition(|b| *b != 0).unwrap() - 2;
+    data[last] ^= 0x01;
     std::fs::write(&seg, &data).unwrap();
     s.cmd()
         .args(["load", "--tx-id", "bad1"])

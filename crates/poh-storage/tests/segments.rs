@@ -70,6 +70,42 @@ impl Store {
         (self.segs().join(format!("{seg:08}.seg")), off as u64)
     }
 
+    /// A segment's committed length, from the index.
+    fn committed(&self, seg: &Path) -> u64 {
+        let id: i64 = seg
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .expect("a segment file name");
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let len: i64 = conn
+            .query_row("SELECT len FROM segments WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap();
+        len as u64
+    }
+
+    /// Puts `bytes` right after a segment's committed records, with nothing after them
+    /// (what an append whose commit never happened leaves); returns the committed length.
+    fn append_uncommitted(&self, seg: &Path, bytes: &[u8]) -> u64 {
+        let committed = self.committed(seg);
+        let mut data = std::fs::read(seg).unwrap();
+        data.truncate(committed as usize);
+        data.extend_from_slice(bytes);
+        std::fs::write(seg, &data).unwrap();
+        committed
+    }
+
+    /// True if no segment holds anything but zeros (a writer's padding) after its
+    /// committed length.
+    fn nothing_past_committed(&self) -> bool {
+        self.seg_files().iter().all(|p| {
+            let data = std::fs::read(p).unwrap();
+            let committed = self.committed(p) as usize;
+            data.get(committed..)
+                .is_none_or(|t| t.iter().all(|b| *b == 0))
+        })
+    }
+
     fn quarantine(&self) -> Vec<PathBuf> {
         match std::fs::read_dir(self.base.join(".quarantine")) {
             Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
@@ -101,12 +137,9 @@ async fn a_torn_tail_is_cut_and_everything_committed_stays() {
     .unwrap();
     sm.close().await.unwrap();
     let seg = st.seg_files().pop().unwrap();
-    let committed = std::fs::metadata(&seg).unwrap().len();
     // Half a record after the last committed one, as a torn append leaves.
-    let mut data = std::fs::read(&seg).unwrap();
-    let first_record = data[..60].to_vec();
-    data.extend_from_slice(&first_record);
-    std::fs::write(&seg, &data).unwrap();
+    let first_record = std::fs::read(&seg).unwrap()[..60].to_vec();
+    let committed = st.append_uncommitted(&seg, &first_record);
 
     let ro = StorageManager::open_with(
         &st.base,
@@ -396,13 +429,6 @@ async fn a_failed_index_commit_leaves_no_part_of_the_batch() {
     )
     .unwrap();
     drop(conn);
-    let sizes = |st: &Store| -> Vec<u64> {
-        st.seg_files()
-            .iter()
-            .map(|p| std::fs::metadata(p).unwrap().len())
-            .collect()
-    };
-    let before = sizes(&st);
     let err = sm
         .save_batch(vec![
             tx("p", 20.0, b"p"),
@@ -418,7 +444,10 @@ async fn a_failed_index_commit_leaves_no_part_of_the_batch() {
         assert!(!sm.exists(&id(i)).await.unwrap(), "{i}");
     }
     assert_eq!(sm.load(&id("x")).await.unwrap(), Some(old));
-    assert_eq!(sizes(&st), before, "the appended records were cut back");
+    assert!(
+        st.nothing_past_committed(),
+        "the appended records were cut back"
+    );
     assert!(sm.verify().await.unwrap().is_clean());
     sm.close().await.unwrap();
 }
@@ -520,15 +549,14 @@ async fn an_index_that_lost_its_last_commits_is_brought_up_to_date_from_the_segm
         .await
         .unwrap();
     sm.close().await.unwrap();
+    let (seg2, c1_at) = st.location("c1");
     lose_index_commits(&st, &kept);
     // The power cut also tore c1, the last record of window 2's segment.
-    let (seg2, _) = st.location("a2");
-    let len2 = std::fs::metadata(&seg2).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
         .open(&seg2)
         .unwrap()
-        .set_len(len2 - record_len("c1", b"c1") / 2)
+        .set_len(c1_at + record_len("c1", b"c1") / 2)
         .unwrap();
     let files_before: Vec<(PathBuf, Vec<u8>)> = st
         .seg_files()
@@ -694,6 +722,55 @@ async fn a_read_only_handle_serves_the_saves_the_index_lost_until_a_writer_repla
     ro.close().await.unwrap();
 }
 
+/// A small append writes zeros after its records (padding), so that the appends after it
+/// do not change the file's length and their `fdatasync` writes no metadata: later small
+/// saves land inside it, a reopen keeps it, and nothing treats it as a torn tail.
+#[tokio::test]
+async fn small_appends_write_padding_that_later_ones_fill() {
+    let st = Store::new();
+    let sm = st.open().await;
+    sm.save(tx("p0", 10.0, b"first")).await.unwrap();
+    let seg = st.seg_files().pop().unwrap();
+    let file_len = std::fs::metadata(&seg).unwrap().len();
+    let first = st.committed(&seg);
+    assert!(file_len >= first + 64 * 1024, "{file_len} vs {first}");
+    assert!(st.nothing_past_committed(), "padding is zeros");
+    sm.save(tx("p1", 11.0, b"second")).await.unwrap();
+    assert!(st.committed(&seg) > first);
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        file_len,
+        "filled, not grown"
+    );
+    let report = sm.verify().await.unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+    sm.close().await.unwrap();
+
+    // Read-only, then writable: no finding, nothing cut, the next save fills it further.
+    let ro = StorageManager::open_with(
+        &st.base,
+        &st.db,
+        OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(ro.verify().await.unwrap().is_clean());
+    ro.close().await.unwrap();
+    let sm = st.open().await;
+    sm.save(tx("p2", 12.0, b"third")).await.unwrap();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), file_len);
+    for (i, p) in [("p0", &b"first"[..]), ("p1", b"second"), ("p2", b"third")] {
+        assert_eq!(sm.load(&id(i)).await.unwrap().unwrap().payload, p);
+    }
+    let report = sm.recover(false).await.unwrap();
+    assert!(report.findings.is_empty(), "{report:#?}");
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), file_len);
+    sm.close().await.unwrap();
+}
+
 /// A whole record past a committed length that is older than the index's high-water mark
 /// (what a failed save or an uncommitted compaction step leaves) is never replayed: the
 /// row keeps pointing where it did, and the copy is cut.
@@ -707,20 +784,15 @@ async fn records_below_the_high_water_mark_are_never_replayed() {
     sm.close().await.unwrap();
     // x's record, deleted since, appended again after the committed records.
     let (seg, _) = st.location("w");
-    let mut data = std::fs::read(&seg).unwrap();
-    let x = data[..record_len("x", b"x") as usize].to_vec();
-    data.extend_from_slice(&x);
-    std::fs::write(&seg, &data).unwrap();
+    let x = std::fs::read(&seg).unwrap()[..record_len("x", b"x") as usize].to_vec();
+    let committed = st.append_uncommitted(&seg, &x);
 
     let sm = st.open().await;
     assert!(
         !sm.exists(&id("x")).await.unwrap(),
         "a deleted tx came back"
     );
-    assert_eq!(
-        std::fs::metadata(&seg).unwrap().len(),
-        data.len() as u64 - x.len() as u64
-    );
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), committed);
     assert!(sm.verify().await.unwrap().is_clean());
     sm.close().await.unwrap();
 }

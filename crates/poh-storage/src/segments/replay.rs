@@ -78,6 +78,22 @@ fn read_tail(
     Ok(out)
 }
 
+/// True if `file` holds only zero bytes in `[from, to)`: a writer's padding
+/// (docs/design.md §7.3b), which is neither a record nor a torn one.
+pub(crate) fn zeros_only(file: &dyn FileHandle, from: u64, to: u64) -> std::io::Result<bool> {
+    const CHUNK: u64 = 256 * 1024;
+    let mut off = from;
+    while off < to {
+        let n = (to - off).min(CHUNK) as usize;
+        let bytes = read_exact_at(file, off, n)?;
+        if bytes.len() < n || bytes.iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        off += n as u64;
+    }
+    Ok(true)
+}
+
 fn finding(kind: ProblemKind, tx_id: &str, detail: String, action: impl Into<String>) -> Finding {
     Finding {
         tx_id: tx_id.to_owned(),
@@ -261,7 +277,13 @@ pub(crate) fn replay(
         if keep >= t.file_len {
             continue;
         }
+        // Padding after the last record is left for the next append.
         let path = dir.path(t.seg);
+        if zeros_only(&*t.file, keep, t.file_len)
+            .map_err(|e| StorageError::io("read the tail of segment", &path, e))?
+        {
+            continue;
+        }
         let detail = format!(
             "{} holds {} byte(s) after its last committed record (a save interrupted \
              before its commit)",
