@@ -724,29 +724,36 @@ async fn a_read_only_handle_serves_the_saves_the_index_lost_until_a_writer_repla
 
 /// A small append writes zeros after its records (padding), so that the appends after it
 /// do not change the file's length and their `fdatasync` writes no metadata: later small
-/// saves land inside it, a reopen keeps it, and nothing treats it as a torn tail.
+/// saves land inside it, nothing treats it as a torn tail, a store at rest (closed) holds
+/// none, and padding a crash left behind is kept for the next append.
 #[tokio::test]
 async fn small_appends_write_padding_that_later_ones_fill() {
     let st = Store::new();
     let sm = st.open().await;
     sm.save(tx("p0", 10.0, b"first")).await.unwrap();
     let seg = st.seg_files().pop().unwrap();
-    let file_len = std::fs::metadata(&seg).unwrap().len();
+    let len = || std::fs::metadata(&seg).unwrap().len();
+    let padded = len();
     let first = st.committed(&seg);
-    assert!(file_len >= first + 64 * 1024, "{file_len} vs {first}");
+    assert!(padded >= first + 64 * 1024, "{padded} vs {first}");
     assert!(st.nothing_past_committed(), "padding is zeros");
     sm.save(tx("p1", 11.0, b"second")).await.unwrap();
     assert!(st.committed(&seg) > first);
-    assert_eq!(
-        std::fs::metadata(&seg).unwrap().len(),
-        file_len,
-        "filled, not grown"
-    );
+    assert_eq!(len(), padded, "filled, not grown");
     let report = sm.verify().await.unwrap();
     assert!(report.is_clean(), "{report:#?}");
     sm.close().await.unwrap();
+    assert_eq!(len(), st.committed(&seg), "a closed store keeps no padding");
 
-    // Read-only, then writable: no finding, nothing cut, the next save fills it further.
+    // Padding left by a crash (as a writer that never closed leaves it): read-only and
+    // writable opens report nothing, cut nothing, and the next save fills it.
+    let committed = st.committed(&seg);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(padded)
+        .unwrap();
     let ro = StorageManager::open_with(
         &st.base,
         &st.db,
@@ -761,14 +768,16 @@ async fn small_appends_write_padding_that_later_ones_fill() {
     ro.close().await.unwrap();
     let sm = st.open().await;
     sm.save(tx("p2", 12.0, b"third")).await.unwrap();
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), file_len);
+    assert!(st.committed(&seg) > committed);
+    assert_eq!(len(), padded, "the crash's padding was filled, not cut");
     for (i, p) in [("p0", &b"first"[..]), ("p1", b"second"), ("p2", b"third")] {
         assert_eq!(sm.load(&id(i)).await.unwrap().unwrap().payload, p);
     }
     let report = sm.recover(false).await.unwrap();
     assert!(report.findings.is_empty(), "{report:#?}");
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), file_len);
+    assert_eq!(len(), padded);
     sm.close().await.unwrap();
+    assert_eq!(len(), st.committed(&seg));
 }
 
 /// A whole record past a committed length that is older than the index's high-water mark

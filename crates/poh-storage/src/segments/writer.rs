@@ -71,8 +71,14 @@ struct Active {
     len: u64,
     /// The file's length: zeros (padding) from `len` to here.
     alloc: u64,
+    /// The writer's commit count when it was last appended to.
+    used: u64,
     file: Arc<dyn FileHandle>,
 }
+
+/// An open segment not appended to for this many save commits loses its padding (a
+/// window the writes have moved on from keeps none; a later append pads again).
+const COLD_COMMITS: u64 = 64;
 
 /// What the writer remembers between commands; valid while the index's generation is
 /// the one it last saw (another process's commit bumps it).
@@ -142,6 +148,8 @@ pub(crate) struct SegmentsWriter {
     to_unlink: Vec<u64>,
     /// Dropped segments whose unlink is durable: their rows go at the next commit.
     to_purge: Vec<u64>,
+    /// Save commits so far (what [`Active::used`] counts in).
+    commits: u64,
 }
 
 impl SegmentsWriter {
@@ -167,6 +175,7 @@ impl SegmentsWriter {
             cache: Cache::default(),
             to_unlink: Vec::new(),
             to_purge: Vec::new(),
+            commits: 0,
         }
     }
 
@@ -407,6 +416,19 @@ impl EngineWriter for SegmentsWriter {
         }
         self.after_commit(&dropped, true)?;
         Ok(ids)
+    }
+}
+
+/// Cuts an open segment's padding (not synced: zeros a power cut brings back are padding).
+fn trim_padding(a: &mut Active) {
+    if a.alloc > a.len && a.file.set_len(a.len).is_ok() {
+        a.alloc = a.len;
+    }
+}
+
+impl Drop for SegmentsWriter {
+    fn drop(&mut self) {
+        self.trim_all_padding();
     }
 }
 
@@ -690,6 +712,7 @@ impl SegmentsWriter {
                 id: a.id,
                 len: a.len,
                 alloc: a.alloc,
+                used: a.used,
                 file: a.file.clone(),
             }));
         }
@@ -749,12 +772,14 @@ impl SegmentsWriter {
                 .map_err(|e| StorageError::io("cut an uncommitted tail of segment", &path, e))?;
             alloc = len;
         }
+        let used = self.commits;
         self.cache.open.insert(
             bucket,
             Active {
                 id,
                 len,
                 alloc,
+                used,
                 file: file.clone(),
             },
         );
@@ -762,6 +787,7 @@ impl SegmentsWriter {
             id,
             len,
             alloc,
+            used,
             file,
         }))
     }
@@ -809,6 +835,7 @@ impl SegmentsWriter {
                     id,
                     len: 0,
                     alloc: 0,
+                    used: self.commits,
                     file: file.clone(),
                 },
             );
@@ -901,6 +928,7 @@ impl SegmentsWriter {
     /// After a commit: the staged segments are the open ones of their windows, as
     /// committed (full or sealed ones are forgotten).
     fn remember(&mut self, staged: Vec<Staged>, seals: &[u64]) {
+        self.commits += 1;
         for s in staged {
             if s.full || seals.contains(&s.id) {
                 self.cache.open.retain(|_, a| a.id != s.id);
@@ -919,9 +947,40 @@ impl SegmentsWriter {
                     id: s.id,
                     len,
                     alloc,
+                    used: self.commits,
                     file: s.file,
                 },
             );
+        }
+        // Under the lock, with the cache current: no other writer is past these lengths.
+        let now = self.commits;
+        for a in self.cache.open.values_mut() {
+            if a.alloc > a.len && now.saturating_sub(a.used) > COLD_COMMITS {
+                trim_padding(a);
+            }
+        }
+    }
+
+    /// At the end of this writer: the padding of every open segment goes, so that a store
+    /// at rest holds none. Only under the lock and with the cache current (another
+    /// process may have appended past the lengths this writer knows); otherwise it stays,
+    /// as zeros every reader ignores.
+    fn trim_all_padding(&mut self) {
+        if !self.cache.valid
+            || self.poison.check().is_err()
+            || self.cache.open.values().all(|a| a.alloc <= a.len)
+        {
+            return;
+        }
+        let lock = self.lock.clone();
+        let Ok(Some(_g)) = lock.try_exclusive() else {
+            return;
+        };
+        if self.index.config("generation").ok() != Some(self.cache.generation) {
+            return;
+        }
+        for a in self.cache.open.values_mut() {
+            trim_padding(a);
         }
     }
 
