@@ -43,6 +43,19 @@ impl Store {
         .expect("open store")
     }
 
+    async fn open_read_only(&self) -> StorageManager {
+        StorageManager::open_with(
+            &self.base,
+            &self.db,
+            OpenOptions {
+                read_only: true,
+                ..OpenOptions::default()
+            },
+        )
+        .await
+        .expect("open store read-only")
+    }
+
     fn segs(&self) -> PathBuf {
         self.base.join("segments")
     }
@@ -141,16 +154,7 @@ async fn a_torn_tail_is_cut_and_everything_committed_stays() {
     let first_record = std::fs::read(&seg).unwrap()[..60].to_vec();
     let committed = st.append_uncommitted(&seg, &first_record);
 
-    let ro = StorageManager::open_with(
-        &st.base,
-        &st.db,
-        OpenOptions {
-            read_only: true,
-            ..OpenOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let ro = st.open_read_only().await;
     let report = ro.verify().await.unwrap();
     assert_eq!(
         report.of_kind(ProblemKind::TornTail).count(),
@@ -514,6 +518,33 @@ fn lose_index_commits(st: &Store, kept: &Path) {
     std::fs::rename(kept, &st.db).unwrap();
 }
 
+/// Windows 0, 1 and 2 (100 s each: three segments) committed durably with a0, a1, a2;
+/// then, by a handle that is closed, b0 and b1, a0 re-saved at 30.0, y, and `more` as one
+/// batch. Returns the index as it was before those ([`lose_index_commits`] puts it back).
+async fn with_later_commits(st: &Store, more: Vec<poh_storage::Tx>) -> PathBuf {
+    let sm = st.open().await;
+    sm.save_batch(
+        (0..3)
+            .map(|i| tx(&format!("a{i}"), 10.0 + 100.0 * f64::from(i), b"first"))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    sm.close().await.unwrap();
+    let kept = keep_index(st);
+    let sm = st.open().await;
+    sm.save_batch(vec![tx("b0", 20.0, b"b0"), tx("b1", 150.0, b"b1")])
+        .await
+        .unwrap();
+    sm.save(tx("a0", 30.0, b"second")).await.unwrap();
+    sm.save(tx("y", 35.0, b"y")).await.unwrap();
+    if !more.is_empty() {
+        sm.save_batch(more).await.unwrap();
+    }
+    sm.close().await.unwrap();
+    kept
+}
+
 fn record_len(id: &str, payload: &[u8]) -> u64 {
     (76 + id.len() + "holder-1".len() + 8 + payload.len()) as u64
 }
@@ -527,28 +558,7 @@ fn record_len(id: &str, payload: &[u8]) -> u64 {
 #[tokio::test]
 async fn an_index_that_lost_its_last_commits_is_brought_up_to_date_from_the_segments() {
     let st = Store::new();
-    let sm = st.open().await;
-    // Windows 0, 1 and 2 (100 s each): three segments, registered durably.
-    sm.save_batch(
-        (0..3)
-            .map(|i| tx(&format!("a{i}"), 10.0 + 100.0 * f64::from(i), b"first"))
-            .collect(),
-    )
-    .await
-    .unwrap();
-    sm.close().await.unwrap();
-    let kept = keep_index(&st);
-
-    let sm = st.open().await;
-    sm.save_batch(vec![tx("b0", 20.0, b"b0"), tx("b1", 150.0, b"b1")])
-        .await
-        .unwrap();
-    sm.save(tx("a0", 30.0, b"second")).await.unwrap();
-    sm.save(tx("y", 35.0, b"y")).await.unwrap();
-    sm.save_batch(vec![tx("c0", 40.0, b"c0"), tx("c1", 250.0, b"c1")])
-        .await
-        .unwrap();
-    sm.close().await.unwrap();
+    let kept = with_later_commits(&st, vec![tx("c0", 40.0, b"c0"), tx("c1", 250.0, b"c1")]).await;
     let (seg2, c1_at) = st.location("c1");
     lose_index_commits(&st, &kept);
     // The power cut also tore c1, the last record of window 2's segment.
@@ -564,16 +574,7 @@ async fn an_index_that_lost_its_last_commits_is_brought_up_to_date_from_the_segm
         .map(|p| (p.clone(), std::fs::read(p).unwrap()))
         .collect();
 
-    let ro = StorageManager::open_with(
-        &st.base,
-        &st.db,
-        OpenOptions {
-            read_only: true,
-            ..OpenOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let ro = st.open_read_only().await;
     let report = ro.verify().await.unwrap();
     ro.close().await.unwrap();
     assert_eq!(
@@ -627,24 +628,8 @@ async fn an_index_that_lost_its_last_commits_is_brought_up_to_date_from_the_segm
 #[tokio::test]
 async fn a_read_only_handle_serves_the_saves_the_index_lost_until_a_writer_replays_them() {
     let st = Store::new();
-    let sm = st.open().await;
-    sm.save_batch(
-        (0..3)
-            .map(|i| tx(&format!("a{i}"), 10.0 + 100.0 * f64::from(i), b"first"))
-            .collect(),
-    )
-    .await
-    .unwrap();
-    sm.close().await.unwrap();
-    let kept = keep_index(&st);
-    let sm = st.open().await;
-    sm.save_batch(vec![tx("b0", 20.0, b"b0"), tx("b1", 150.0, b"b1")])
-        .await
-        .unwrap();
-    // A re-save with a later timestamp: the lost index still has a0 at 10.0.
-    sm.save(tx("a0", 30.0, b"second")).await.unwrap();
-    sm.save(tx("y", 35.0, b"y")).await.unwrap();
-    sm.close().await.unwrap();
+    // a0 is re-saved with a later timestamp: the lost index still has it at 10.0.
+    let kept = with_later_commits(&st, Vec::new()).await;
     lose_index_commits(&st, &kept);
     let snapshot = || -> Vec<(PathBuf, Vec<u8>)> {
         let mut files = st.seg_files();
@@ -656,16 +641,7 @@ async fn a_read_only_handle_serves_the_saves_the_index_lost_until_a_writer_repla
     };
     let before = snapshot();
 
-    let ro = StorageManager::open_with(
-        &st.base,
-        &st.db,
-        OpenOptions {
-            read_only: true,
-            ..OpenOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let ro = st.open_read_only().await;
     let want = [
         ("a0", 30.0, &b"second"[..]),
         ("a1", 110.0, b"first"),
@@ -754,16 +730,7 @@ async fn small_appends_write_padding_that_later_ones_fill() {
         .unwrap()
         .set_len(padded)
         .unwrap();
-    let ro = StorageManager::open_with(
-        &st.base,
-        &st.db,
-        OpenOptions {
-            read_only: true,
-            ..OpenOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let ro = st.open_read_only().await;
     assert!(ro.verify().await.unwrap().is_clean());
     ro.close().await.unwrap();
     let sm = st.open().await;
