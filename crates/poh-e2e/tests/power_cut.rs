@@ -246,14 +246,7 @@ async fn check_store(store: &Store, model: &mut Model, ctx: &str) -> u64 {
         .collect();
     assert!(unknown.is_empty(), "{ctx}: txs nobody wrote: {unknown:?}");
     let ids: Vec<String> = model.keys().cloned().collect();
-    let loaded = sm
-        .load_many(
-            ids.iter()
-                .map(|i| TxId::new(i.as_str()).expect("id"))
-                .collect(),
-        )
-        .await
-        .expect("load_many");
+    let loaded = load_all(&sm, &ids).await;
     let mut intact = 0;
     let mut found = Model::new();
     for (id, got) in ids.iter().zip(loaded) {
@@ -298,6 +291,20 @@ async fn check_store(store: &Store, model: &mut Model, ctx: &str) -> u64 {
     intact
 }
 
+/// `load_many` of `ids`, in order.
+async fn load_all(
+    sm: &StorageManager,
+    ids: &[String],
+) -> Vec<Result<Option<Tx>, poh_storage::StorageError>> {
+    sm.load_many(
+        ids.iter()
+            .map(|i| TxId::new(i.as_str()).expect("id"))
+            .collect(),
+    )
+    .await
+    .expect("load_many")
+}
+
 /// Before anything repairs the store: a read-only handle (what `load`, `list` and
 /// `export` open) already serves every acknowledged tx, or a newer version in flight.
 async fn check_read_only(store: &Store, model: &Model, ctx: &str) {
@@ -311,16 +318,9 @@ async fn check_read_only(store: &Store, model: &Model, ctx: &str) {
     )
     .await
     .unwrap_or_else(|e| panic!("{ctx}: read-only open after the cut: {e}"));
-    let ids: Vec<&String> = model.keys().collect();
-    let loaded = ro
-        .load_many(
-            ids.iter()
-                .map(|i| TxId::new(i.as_str()).expect("id"))
-                .collect(),
-        )
-        .await
-        .expect("load_many");
-    for (id, got) in ids.into_iter().zip(loaded) {
+    let ids: Vec<String> = model.keys().cloned().collect();
+    let loaded = load_all(&ro, &ids).await;
+    for (id, got) in ids.iter().zip(loaded) {
         let e = &model[id];
         match got {
             Ok(Some(t)) => assert!(
