@@ -197,6 +197,7 @@ fn a_server_crash_mid_import_loses_no_acknowledged_tx() {
         .current_dir(s.path())
         .env_remove("POH_BASE")
         .env_remove("POH_DB")
+        .env_remove("POH_LAYOUT")
         .args([
             "--db",
             &url,
@@ -337,6 +338,7 @@ fn two_writer_processes_and_two_daemons_share_one_database() {
                 .current_dir(s.path())
                 .env_remove("POH_BASE")
                 .env_remove("POH_DB")
+                .env_remove("POH_LAYOUT")
                 .args([
                     "--db",
                     &url,

@@ -1111,6 +1111,7 @@ fn reads_work_on_a_read_only_mount_and_writes_name_the_cause() {
     store.ok(&["verify"]);
     store.ok(&["recover", "--dry-run"]);
     let scan = Command::new(bin("poh-ttl"))
+        .env_remove("POH_LAYOUT")
         .args(["scan", "--ttl", "1s", "--dry-run", "--base"])
         .arg(&store.base)
         .arg("--db")

@@ -44,6 +44,7 @@ async fn daemon_and_writer_share_a_store_without_losing_fresh_txs() {
     sm.save_batch(batch).await.unwrap();
 
     let mut daemon = Command::new(bin("poh-ttl"))
+        .env_remove("POH_LAYOUT")
         .arg("run")
         .arg("--base")
         .arg(&base)

@@ -31,6 +31,7 @@ impl Daemon {
             .env_remove("RUST_LOG")
             .env_remove("POH_BASE")
             .env_remove("POH_DB")
+            .env_remove("POH_LAYOUT")
             .env_remove("POH_LOG_FORMAT")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
