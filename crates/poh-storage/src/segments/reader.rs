@@ -197,22 +197,32 @@ impl SegmentsReader {
         let Some(row) = self.lookup(id.as_str())? else {
             return Ok(None);
         };
+        match self.read(&row) {
+            Ok(payload) => Ok(Some(tx_of(id, row, payload))),
+            Err(p) => Err(load_error(&self.dir, &row, p)),
+        }
+    }
+
+    /// The checked payload of `row`'s record; on a problem the segment's file is closed
+    /// (a moved or dropped segment is opened anew at the next look).
+    fn read(&mut self, row: &Row) -> std::result::Result<Vec<u8>, Problem> {
         let res = self.file(row.seg).and_then(|f| {
             let path = self.dir.path(row.seg);
-            read_row(&*f, &row, &path)
+            read_row(&*f, row, &path)
         });
-        match res {
-            Ok(payload) => Ok(Some(Tx {
-                tx_id: id.clone(),
-                holder_id: row.holder_id,
-                timestamp: row.timestamp,
-                payload,
-            })),
-            Err(p) => {
-                self.open.remove(&row.seg);
-                Err(load_error(&self.dir, &row, p))
-            }
+        if res.is_err() {
+            self.open.remove(&row.seg);
         }
+        res
+    }
+}
+
+fn tx_of(id: &TxId, row: Row, payload: Vec<u8>) -> Tx {
+    Tx {
+        tx_id: id.clone(),
+        holder_id: row.holder_id,
+        timestamp: row.timestamp,
+        payload,
     }
 }
 
@@ -231,23 +241,9 @@ impl EngineReader for SegmentsReader {
             {
                 break;
             }
-            let res = self.file(row.seg).and_then(|f| {
-                let path = self.dir.path(row.seg);
-                read_row(&*f, &row, &path)
-            });
-            match res {
-                Ok(payload) => {
-                    return Ok(Some(Tx {
-                        tx_id: id.clone(),
-                        holder_id: row.holder_id,
-                        timestamp: row.timestamp,
-                        payload,
-                    }));
-                }
-                Err(p) => {
-                    self.open.remove(&row.seg);
-                    last = Some((row, p));
-                }
+            match self.read(&row) {
+                Ok(payload) => return Ok(Some(tx_of(id, row, payload))),
+                Err(p) => last = Some((row, p)),
             }
         }
         match last {
