@@ -230,6 +230,72 @@ async fn expiry_drops_whole_partitions_and_spares_fresh_resaves() {
     detach.close().await.expect("close");
 }
 
+/// Waits until `n` sessions of database `db` match `cond` (a `pg_stat_activity` condition).
+async fn wait_sessions(c: &PgCluster, db: &str, cond: &str, n: u64) {
+    let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND {cond}");
+    for _ in 0..6000 {
+        let got: u64 = c.psql(db, &sql).expect("psql").parse().expect("a count");
+        if got >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all = c
+        .psql(
+            db,
+            "SELECT pid, state, wait_event_type, wait_event, query FROM pg_stat_activity",
+        )
+        .unwrap_or_default();
+    panic!("never {n} sessions with {cond}:\n{all}");
+}
+
+/// A tx of an expired window re-saved (into the same window) while another node finishes
+/// that window's drop: the drop's clean-up of the window's directory entries must not
+/// take the re-saved one, whose row it could not see when its statement began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finishing_a_drop_keeps_a_tx_resaved_into_the_dropped_window() {
+    let Some(c) = pg::cluster() else { return };
+    let url = c.create_db("refill").expect("createdb");
+    let opts = OpenOptions {
+        segment_window: Some(Duration::from_secs(100)),
+        ..OpenOptions::default()
+    };
+    let a = open(&url, opts.clone()).await.expect("open");
+    let b = open(&url, opts).await.expect("open");
+    let old = NOW - 5000.0;
+    b.save(tx("k", old)).await.expect("save");
+    // Node a drops the window (parked until its next pass).
+    let got = a.delete_expired(NOW, 1000.0, 100).await.expect("expire");
+    assert_eq!(got, vec!["k".to_owned()]);
+    // A session holds k's directory entry, so node b's re-save stops after writing its
+    // row and before its directory entry, and a's next pass queues behind it there.
+    let mut hold = c.psql_session("refill").expect("psql");
+    hold.send("BEGIN; SELECT 1 FROM poh_ids WHERE tx_id = 'k' FOR UPDATE;")
+        .expect("send");
+    wait_sessions(&c, "refill", "state = 'idle in transaction'", 1).await;
+    let again = tx("k", old + 1.0);
+    let saver = {
+        let (b, again) = (b.clone(), again.clone());
+        tokio::spawn(async move { b.save(again).await })
+    };
+    wait_sessions(&c, "refill", "wait_event_type = 'Lock'", 1).await;
+    // A node with a longer TTL: its pass only finishes the earlier drop.
+    let pass = {
+        let a = a.clone();
+        tokio::spawn(async move { a.delete_expired(NOW, 1.0e9, 100).await })
+    };
+    wait_sessions(&c, "refill", "wait_event_type = 'Lock'", 2).await;
+    hold.send("COMMIT;").expect("send");
+    hold.finish().expect("psql session");
+    saver.await.expect("task").expect("re-save");
+    assert!(pass.await.expect("task").expect("expire").is_empty());
+    assert_eq!(a.load(&id("k")).await.expect("load"), Some(again));
+    let report = a.verify().await.expect("verify");
+    assert!(report.is_clean(), "{:#?}", report.findings);
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corruption_is_never_served_and_recover_quarantines_it() {
     let Some(c) = pg::cluster() else { return };

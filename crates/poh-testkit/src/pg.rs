@@ -7,9 +7,10 @@
 //! `/usr/lib/postgresql/<version>/bin`. As root (CI), the server runs as the `postgres`
 //! user (or `nobody`), since PostgreSQL refuses to run as root.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use tempfile::TempDir;
@@ -385,6 +386,62 @@ impl PgCluster {
             .map_err(|e| format!("run psql: {e}"))?;
         ok(&out, "psql")?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+    /// Starts `psql` on database `db` reading commands from a pipe: a session a test keeps
+    /// open (a transaction holding locks) while the store works, fed with
+    /// [`PsqlSession::send`].
+    pub fn psql_session(&self, db: &str) -> Result<PsqlSession, String> {
+        let child = self
+            .command("psql")
+            .args(["-h", &self.dir.path().display().to_string()])
+            .args(["-p", &self.port.to_string(), "-U", USER, "-d", db])
+            .args(["-v", "ON_ERROR_STOP=1", "-X", "-A", "-t", "-q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("run psql: {e}"))?;
+        Ok(PsqlSession { child: Some(child) })
+    }
+}
+
+/// A `psql` process fed one command at a time (see [`PgCluster::psql_session`]).
+pub struct PsqlSession {
+    child: Option<Child>,
+}
+
+impl PsqlSession {
+    /// Sends `sql` (one or more commands, each ending in `;`); psql runs it as soon as it
+    /// reads it.
+    pub fn send(&mut self, sql: &str) -> Result<(), String> {
+        let stdin = self
+            .child
+            .as_mut()
+            .and_then(|c| c.stdin.as_mut())
+            .ok_or("psql has no stdin")?;
+        writeln!(stdin, "{sql}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("write to psql: {e}"))
+    }
+
+    /// Closes psql's input and waits for it; an error if any command failed.
+    pub fn finish(mut self) -> Result<String, String> {
+        let mut child = self.child.take().ok_or("psql already finished")?;
+        drop(child.stdin.take());
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("wait for psql: {e}"))?;
+        ok(&out, "psql session")?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for PsqlSession {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use poh_types::{Tx, TxId};
-use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::{IsolationLevel, Row};
 
 use crate::dburl::redact_url;
 use crate::engine::{Engine, EngineReader, EngineWriter, MetaRow, Stats};
@@ -658,7 +658,18 @@ impl PgWriter {
                 .run(&format!("finish the drop of {name}"), |mut c| {
                     let (name, suffix) = (&name, &suffix);
                     async move {
-                        let t = c.transaction().await?;
+                        // Repeatable read: an entry a save re-points into this window while
+                        // this runs (its row written, invisible to this statement's
+                        // snapshot) fails the transaction with a serialization error, which
+                        // is retried, instead of being deleted. Under read committed the
+                        // DELETE re-checked only the entry's new version against the old
+                        // snapshot's NOT EXISTS and took it: the re-saved tx became
+                        // invisible to loads.
+                        let t = c
+                            .build_transaction()
+                            .isolation_level(IsolationLevel::RepeatableRead)
+                            .start()
+                            .await?;
                         t.execute(LOCK_STORE, &[&NS_STORE, &KEY_DDL]).await?;
                         t.execute(
                             "DELETE FROM poh_ids d WHERE d.timestamp >= $1 AND d.timestamp < $2
@@ -842,6 +853,9 @@ impl EngineWriter for PgWriter {
 
     fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
         self.finish_drops()?;
+        // The partitions other nodes made (or dropped) since this handle looked: a window
+        // another node made is dropped whole here too, not expired row by row.
+        *lock(&self.shared.buckets) = schema::buckets(&self.shared)?;
         self.ensure_ahead(now)?;
         let mut ids = self.drop_expired_windows(now, ttl, limit)?;
         if ids.len() >= limit {
