@@ -1228,18 +1228,57 @@ fn verify(shared: &Shared, dry_run: bool) -> Result<RecoverReport> {
 /// `dry_run`) pointed at again — the rows are the truth, the directory is rebuilt from
 /// them (for an id with several rows, at its newest).
 fn directory(shared: &Shared, dry_run: bool, report: &mut RecoverReport) -> Result<()> {
-    let lost = shared.run("check the id directory", |c| async move {
-        c.query(
-            "SELECT t.tx_id, max(t.timestamp) FROM poh_txs t
-             WHERE NOT EXISTS (SELECT 1 FROM poh_ids d
-                               WHERE d.tx_id = t.tx_id AND d.timestamp = t.timestamp)
-             GROUP BY t.tx_id ORDER BY t.tx_id",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, f64>(1)?)))
-        .collect::<PgResult<Vec<_>>>()
+    // The three looks (rows without an entry, entries without a row, the windows whose
+    // drop is being finished) share one snapshot, taken once no drop is under way (the
+    // lock comes before the snapshot, which the first query takes): another node's drop
+    // committing between them must not make its window's entries look stale.
+    let (lost, stale, parked) = shared.run("check the id directory", |mut c| async move {
+        let t = c
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        t.batch_execute("LOCK TABLE poh_txs IN ACCESS SHARE MODE")
+            .await?;
+        let pairs = |rows: Vec<Row>| {
+            rows.iter()
+                .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, f64>(1)?)))
+                .collect::<PgResult<Vec<_>>>()
+        };
+        let lost = pairs(
+            t.query(
+                "SELECT t.tx_id, max(t.timestamp) FROM poh_txs t
+                 WHERE NOT EXISTS (SELECT 1 FROM poh_ids d
+                                   WHERE d.tx_id = t.tx_id AND d.timestamp = t.timestamp)
+                 GROUP BY t.tx_id ORDER BY t.tx_id",
+                &[],
+            )
+            .await?,
+        )?;
+        let stale = pairs(
+            t.query(
+                "SELECT d.tx_id, d.timestamp FROM poh_ids d
+                 WHERE NOT EXISTS (SELECT 1 FROM poh_txs t
+                                   WHERE t.tx_id = d.tx_id AND t.timestamp = d.timestamp)
+                 ORDER BY d.tx_id",
+                &[],
+            )
+            .await?,
+        )?;
+        let parked = t
+            .query(
+                "SELECT c.relname::text FROM pg_class c
+                 WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+                   AND (c.relname LIKE 'poh\\_trash\\_%' OR c.relname LIKE 'poh\\_detached\\_%')",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        t.commit().await?;
+        Ok((lost, stale, parked))
     })?;
     for (id, ts) in lost {
         let action = if dry_run {
@@ -1270,32 +1309,6 @@ fn directory(shared: &Shared, dry_run: bool, report: &mut RecoverReport) -> Resu
     // Entries without a row: garbage the store can prove (nothing points at a payload).
     // Those of a window whose drop is being finished (its parked table still exists) are
     // the next expiry pass's work, not a problem.
-    let (stale, parked) = shared.run("check the id directory", |c| async move {
-        let stale = c
-            .query(
-                "SELECT d.tx_id, d.timestamp FROM poh_ids d
-                 WHERE NOT EXISTS (SELECT 1 FROM poh_txs t
-                                   WHERE t.tx_id = d.tx_id AND t.timestamp = d.timestamp)
-                 ORDER BY d.tx_id",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, f64>(1)?)))
-            .collect::<PgResult<Vec<_>>>()?;
-        let parked = c
-            .query(
-                "SELECT c.relname::text FROM pg_class c
-                 WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
-                   AND (c.relname LIKE 'poh\\_trash\\_%' OR c.relname LIKE 'poh\\_detached\\_%')",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| r.try_get::<_, String>(0))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((stale, parked))
-    })?;
     let parked: BTreeSet<i64> = parked
         .iter()
         .filter_map(|n| {
