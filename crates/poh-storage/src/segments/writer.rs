@@ -37,9 +37,12 @@ use crate::files::lock::{LockGuard, StoreLock};
 use crate::files::meta::cutoff;
 use crate::fs::FileHandle;
 use crate::group::clone_err;
+use crate::par::par_map;
 use crate::poison::Poison;
 use crate::report::RecoverReport;
 
+/// Payload bytes in a group from which their hashes are computed on several threads.
+const PAR_HASH_MIN: usize = 256 * 1024;
 /// Largest a segment grows before the next record of its window starts a new one.
 pub(crate) const SEGMENT_CAP: u64 = 256 * 1024 * 1024;
 /// Most records one compaction step moves.
@@ -1025,6 +1028,17 @@ impl SegmentsWriter {
             });
         }
         let started = std::time::Instant::now();
+        // The payloads' SHA-256 first, on the cores at hand when there is enough to hash
+        // (half the encode time of a 1,000-tx group is hashing).
+        let flat: Vec<&Tx> = group.iter().flat_map(|t| t.iter()).collect();
+        let bytes: usize = flat.iter().map(|t| t.payload.len()).sum();
+        let threads = if bytes >= PAR_HASH_MIN {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+        } else {
+            1
+        };
+        let shas = par_map(&flat, threads, |t| record::sha256(&t.payload));
+        let mut shas = shas.iter();
         let mut staged: Vec<Staged> = Vec::new();
         let mut seals: Vec<u64> = Vec::new();
         let mut placed: Vec<Row> = Vec::new();
@@ -1041,7 +1055,10 @@ impl SegmentsWriter {
                         tx.payload.len() as u64,
                     );
                     let (i, off) = self.place(&mut staged, &mut seals, bucket, len, None)?;
-                    let sha = record::sha256(&tx.payload);
+                    let sha = match shas.next() {
+                        Some(h) => *h,
+                        None => record::sha256(&tx.payload),
+                    };
                     let pos = u32::try_from(pos).unwrap_or(u32::MAX);
                     record::encode(&mut staged[i].buf, tx, &sha, seq, count, pos);
                     seq += 1;
