@@ -457,6 +457,21 @@ fn meta_row(r: &Row) -> PgResult<MetaRow> {
     })
 }
 
+/// The tables of dropped windows whose drop is still to be finished (`poh_trash_*`, and
+/// `poh_detached_*` until renamed `poh_expired_*`).
+async fn parked_tables(c: &impl deadpool_postgres::GenericClient) -> PgResult<Vec<String>> {
+    c.query(
+        "SELECT c.relname::text FROM pg_class c
+         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+           AND (c.relname LIKE 'poh\\_trash\\_%' OR c.relname LIKE 'poh\\_detached\\_%')",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok(r.try_get::<_, String>(0)?))
+    .collect()
+}
+
 /// The writing half.
 struct PgWriter {
     shared: Arc<Shared>,
@@ -633,16 +648,7 @@ impl PgWriter {
     fn finish_drops(&self) -> Result<()> {
         let w = self.shared.window;
         let parked: Vec<String> = self.shared.run("list dropped partitions", |c| async move {
-            c.query(
-                "SELECT c.relname::text FROM pg_class c
-                 WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
-                   AND (c.relname LIKE 'poh\\_trash\\_%' OR c.relname LIKE 'poh\\_detached\\_%')",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| Ok(r.try_get::<_, String>(0)?))
-            .collect::<PgResult<Vec<_>>>()
+            parked_tables(&c).await
         })?;
         for name in parked {
             let (keep, suffix) = match name.strip_prefix("poh_trash_") {
@@ -1266,17 +1272,7 @@ fn directory(shared: &Shared, dry_run: bool, report: &mut RecoverReport) -> Resu
             )
             .await?,
         )?;
-        let parked = t
-            .query(
-                "SELECT c.relname::text FROM pg_class c
-                 WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
-                   AND (c.relname LIKE 'poh\\_trash\\_%' OR c.relname LIKE 'poh\\_detached\\_%')",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| r.try_get::<_, String>(0))
-            .collect::<Result<Vec<_>, _>>()?;
+        let parked = parked_tables(&t).await?;
         t.commit().await?;
         Ok((lost, stale, parked))
     })?;
