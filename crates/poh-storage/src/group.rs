@@ -8,6 +8,7 @@
 //! the [`Poison`] makes every later write fail until the store is reopened.
 
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
 
 use poh_types::{Tx, TxId};
 use tokio::sync::oneshot;
@@ -43,15 +44,36 @@ pub(crate) enum Cmd {
     },
 }
 
+/// How long the writer thread keeps looking for the next command (yielding its core
+/// between looks) before it sleeps: a caller that saves again as soon as it is answered
+/// then finds the thread awake. Waking a sleeping thread costs ~40 µs on this kind of
+/// machine, a fifth of a durable single save. RocksDB's write thread does the same
+/// (`max_yield_usec`, 100 µs by default).
+const YIELD_FOR: Duration = Duration::from_micros(100);
+
+/// The next command: looked for without sleeping for [`YIELD_FOR`], then waited for.
+/// None once every sender is gone.
+fn next_command(rx: &Receiver<Cmd>) -> Option<Cmd> {
+    let started = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(c) => return Some(c),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if started.elapsed() < YIELD_FOR => std::thread::yield_now(),
+            Err(TryRecvError::Empty) => return rx.recv().ok(),
+        }
+    }
+}
+
 /// Runs the writer thread until [`Cmd::Close`] or until every sender is gone.
 pub(crate) fn run(mut writer: Box<dyn EngineWriter>, poison: Poison, rx: Receiver<Cmd>) {
     let mut next: Option<Cmd> = None;
     loop {
         let cmd = match next.take() {
             Some(c) => c,
-            None => match rx.recv() {
-                Ok(c) => c,
-                Err(_) => return,
+            None => match next_command(&rx) {
+                Some(c) => c,
+                None => return,
             },
         };
         match cmd {
