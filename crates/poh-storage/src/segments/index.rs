@@ -100,6 +100,10 @@ pub(crate) enum Found {
     Other,
 }
 
+/// A row's record length less its fixed header bytes ([`super::record::header_len`]`(0, 0)`),
+/// as SQL over a `records` row: payload, id and holder bytes.
+pub(crate) const VAR_LEN_SQL: &str =
+    "(size + length(CAST(tx_id AS BLOB)) + length(CAST(holder_id AS BLOB)))";
 pub(crate) const ROW_COLS: &str = "tx_id, seg, off, size, timestamp, holder_id, hash";
 const GET_ROW: &str =
     "SELECT tx_id, seg, off, size, timestamp, holder_id, hash FROM records WHERE tx_id = ?1";

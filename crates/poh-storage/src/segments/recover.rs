@@ -435,8 +435,10 @@ impl Scan<'_> {
         let (count, bytes) = index
             .conn
             .query_row(
-                "SELECT count(*), coalesce(sum(size + length(CAST(tx_id AS BLOB))
-                    + length(CAST(holder_id AS BLOB))), 0) FROM records WHERE seg = ?1",
+                &format!(
+                    "SELECT count(*), coalesce(sum({}), 0) FROM records WHERE seg = ?1",
+                    super::index::VAR_LEN_SQL
+                ),
                 [to_i64(seg.id)],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )

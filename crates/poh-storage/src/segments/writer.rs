@@ -28,7 +28,7 @@ use rusqlite::{OptionalExtension, params};
 use tracing::{debug, warn};
 
 use super::dir::SegDir;
-use super::index::{self, DROPPED, Index, OPEN, Row, SEALED, SegRow, to_i64};
+use super::index::{self, DROPPED, Index, OPEN, Row, SEALED, SegRow, VAR_LEN_SQL, to_i64};
 use super::reader::{self, Problem};
 use super::record;
 use crate::engine::EngineWriter;
@@ -381,14 +381,13 @@ impl EngineWriter for SegmentsWriter {
                 let rows: Vec<(String, u64, u64)> = w
                     .index
                     .conn
-                    .prepare_cached(
+                    .prepare_cached(&format!(
                         "DELETE FROM records WHERE tx_id IN (
                             SELECT tx_id FROM records
                             WHERE timestamp < ?1 AND (?2 - timestamp) > ?3
                             ORDER BY timestamp, tx_id LIMIT ?4)
-                         RETURNING tx_id, seg,
-                            size + length(CAST(tx_id AS BLOB)) + length(CAST(holder_id AS BLOB))",
-                    )
+                         RETURNING tx_id, seg, {VAR_LEN_SQL}"
+                    ))
                     .and_then(|mut s| {
                         s.query_map(params![c, now, ttl, to_i64(remaining as u64)], |r| {
                             Ok((
@@ -1151,10 +1150,9 @@ impl SegmentsWriter {
         let what = "prepare the row statements";
         // Only what the accounting needs of an old row: its segment and record length.
         let mut old = conn
-            .prepare_cached(
-                "SELECT seg, size + length(CAST(tx_id AS BLOB)) + length(CAST(holder_id AS BLOB))
-                 FROM records WHERE tx_id = ?1",
-            )
+            .prepare_cached(&format!(
+                "SELECT seg, {VAR_LEN_SQL} FROM records WHERE tx_id = ?1"
+            ))
             .map_err(|e| self.index.err(what, e))?;
         // A new id is one insert; an id the index has already is looked up and replaced.
         let mut insert = conn
