@@ -368,16 +368,46 @@ fn sigkill_at_random_moments_loses_no_acknowledged_tx_on_postgres() {
             std::thread::yield_now();
         }
     };
-    kill_loop_at(Layout::Postgres, Some(PathBuf::from(url)), &settle);
+    // What the database holds of a tx the check finds wrong (after recover's repair; the
+    // holder names the version that wrote the row), for the failure message.
+    let diagnose = |id: &str| {
+        let id = id.replace('\'', "''");
+        cluster
+            .psql(
+                "killloop",
+                &format!(
+                    "SELECT 'entry', tx_id, timestamp::text, '' FROM poh_ids WHERE tx_id = '{id}'
+                     UNION ALL
+                     SELECT 'row', tableoid::regclass::text, timestamp::text, holder_id
+                     FROM poh_txs WHERE tx_id = '{id}'
+                     UNION ALL
+                     SELECT 'table', relname::text, '', '' FROM pg_class
+                     WHERE relkind = 'r' AND relname LIKE 'poh\\_%'"
+                ),
+            )
+            .unwrap_or_else(|e| e)
+    };
+    kill_loop_at(
+        Layout::Postgres,
+        Some(PathBuf::from(url)),
+        &settle,
+        &diagnose,
+    );
 }
 
 fn kill_loop(layout: Layout) {
-    kill_loop_at(layout, None, &|| {});
+    kill_loop_at(layout, None, &|| {}, &|_| String::new());
 }
 
 /// The loop on a new store of `layout`: under a temp dir, or in the database `db` names.
-/// `settle` runs after each iteration's children are gone, before the check.
-fn kill_loop_at(layout: Layout, db: Option<PathBuf>, settle: &dyn Fn()) {
+/// `settle` runs after each iteration's children are gone, before the check; `diagnose`
+/// describes what the store holds of a tx the check finds wrong.
+fn kill_loop_at(
+    layout: Layout,
+    db: Option<PathBuf>,
+    settle: &dyn Fn(),
+    diagnose: &dyn Fn(&str) -> String,
+) {
     let mut rng = Rng::from_env(&format!("kill_loop ({layout})"));
     let iters: u64 = std::env::var("POH_KILL_ITERS")
         .ok()
@@ -410,7 +440,7 @@ fn kill_loop_at(layout: Layout, db: Option<PathBuf>, settle: &dyn Fn()) {
     for iter in 0..iters {
         let out = run_iteration(&mut rng, &mut g, &stored, &base, &db, &mut c, iter);
         settle();
-        stored = rt.block_on(check(&base, &db, &out, &mut c, iter));
+        stored = rt.block_on(check(&base, &db, &out, &mut c, iter, diagnose));
         c.iterations += 1;
     }
     eprintln!(
@@ -615,7 +645,14 @@ async fn interrupted_saves(base: &Path, db: &Path) -> (usize, usize) {
 
 /// Reopens the store (repairing `.tmp/`), recovers, verifies and compares every tx with the
 /// outcome; returns the store's exact contents.
-async fn check(base: &PathBuf, db: &PathBuf, out: &Outcome, c: &mut Counts, iter: u64) -> State {
+async fn check(
+    base: &PathBuf,
+    db: &PathBuf,
+    out: &Outcome,
+    c: &mut Counts,
+    iter: u64,
+    diagnose: &dyn Fn(&str) -> String,
+) -> State {
     // Where the kills landed: temps of an interrupted save, and among them saves that had
     // passed their commit point (the row already names the temp's content).
     let (temps, committed) = interrupted_saves(base, db).await;
@@ -638,10 +675,25 @@ async fn check(base: &PathBuf, db: &PathBuf, out: &Outcome, c: &mut Counts, iter
         .findings
         .iter()
         .map(|f| {
-            assert!(
-                f.kind == ProblemKind::Orphan && out.scan_killed,
-                "iteration {iter}: recover found {f:#?}"
-            );
+            if !(f.kind == ProblemKind::Orphan && out.scan_killed) {
+                let versions = |t: Option<&Tx>| t.map(|t| (t.holder_id.clone(), t.timestamp));
+                let id = f.tx_id.as_str();
+                let seen: Vec<_> = out
+                    .seen_versions
+                    .iter()
+                    .filter(|t| t.tx_id.as_str() == id)
+                    .map(|t| (t.holder_id.as_str(), t.timestamp))
+                    .collect();
+                panic!(
+                    "iteration {iter}: recover found {f:#?}\n\
+                     acknowledged {:?}, in flight {:?}, versions the scan could see {seen:?}, \
+                     logged deleted by the scan: {}; the store now:\n{}",
+                    versions(out.without_inflight.get(id)),
+                    versions(out.with_inflight.get(id)),
+                    out.scan_deleted.iter().any(|d| d == id),
+                    diagnose(id)
+                );
+            }
             f.tx_id.as_str()
         })
         .collect();

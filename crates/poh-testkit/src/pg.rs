@@ -20,6 +20,12 @@ use crate::require::{check_command, euid, prerequisite};
 /// Overrides where the PostgreSQL server binaries are.
 pub const PG_BIN_ENV: &str = "POH_PG_BIN";
 
+/// Extra `postgres` command-line settings for every test cluster (diagnosis only).
+pub const SERVER_OPTS_ENV: &str = "POH_PG_SERVER_OPTS";
+
+/// A file the server log goes to instead of the cluster's directory, kept after the test.
+pub const SERVER_LOG_ENV: &str = "POH_PG_SERVER_LOG";
+
 /// The role every test cluster is created with.
 pub const USER: &str = "poh";
 
@@ -214,18 +220,20 @@ impl PgCluster {
     /// Starts the server (again) on the cluster's port, waiting until it accepts
     /// connections.
     pub fn start_server(&self) -> Result<(), String> {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c shared_buffers=128MB -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
+        // Diagnosis of a failing run: more server settings (say, `-c log_statement=all`).
+        if let Ok(extra) = std::env::var(SERVER_OPTS_ENV) {
+            opts.push(' ');
+            opts.push_str(&extra);
+        }
         let out = self
             .command("pg_ctl")
             .args(["-D", &self.data_dir().display().to_string()])
-            .args([
-                "-l",
-                &self.dir.path().join("server.log").display().to_string(),
-            ])
+            .args(["-l", &self.log_path().display().to_string()])
             .args(["-w", "-t", "60", "-o", &opts, "start"])
             .output()
             .map_err(|e| format!("run pg_ctl start: {e}"))?;
@@ -246,7 +254,15 @@ impl PgCluster {
 
     /// The server's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Where the server writes its log: in the cluster's directory, or (to keep it after
+    /// the test) the file [`SERVER_LOG_ENV`] names, appended to.
+    pub fn log_path(&self) -> PathBuf {
+        std::env::var_os(SERVER_LOG_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.path().join("server.log"))
     }
 
     /// The loopback port the server listens on.

@@ -642,8 +642,8 @@ impl PgWriter {
     }
 
     /// Finishes the drops of earlier passes: for each parked table (`poh_trash_*`,
-    /// `poh_detached_*`), removes the directory entries of its window that point at no
-    /// row, then drops it (or renames it `poh_expired_*`, for the operator), in one
+    /// `poh_detached_*`), removes the directory entries that point at one of its rows and
+    /// at no row of the store, then drops it (or renames it `poh_expired_*`, for the operator), in one
     /// transaction under the DDL lock. Repeating it after a crash is harmless.
     fn finish_drops(&self) -> Result<()> {
         let w = self.shared.window;
@@ -677,10 +677,26 @@ impl PgWriter {
                             .start()
                             .await?;
                         t.execute(LOCK_STORE, &[&NS_STORE, &KEY_DDL]).await?;
+                        // Another node may have finished it first.
+                        let there: bool = t
+                            .query_one("SELECT to_regclass($1) IS NOT NULL", &[name])
+                            .await?
+                            .try_get(0)?;
+                        if !there {
+                            t.commit().await?;
+                            return Ok(());
+                        }
+                        // Only entries proven to be garbage: each points at a row of the
+                        // parked table (the version the drop took away) and at no row of
+                        // the store.
                         t.execute(
-                            "DELETE FROM poh_ids d WHERE d.timestamp >= $1 AND d.timestamp < $2
-                           AND NOT EXISTS (SELECT 1 FROM poh_txs t
-                                           WHERE t.tx_id = d.tx_id AND t.timestamp = d.timestamp)",
+                            &format!(
+                                "DELETE FROM poh_ids d USING {name} p
+                                 WHERE p.tx_id = d.tx_id AND p.timestamp = d.timestamp
+                                   AND d.timestamp >= $1 AND d.timestamp < $2
+                                   AND NOT EXISTS (SELECT 1 FROM poh_txs t
+                                                   WHERE t.tx_id = d.tx_id AND t.timestamp = d.timestamp)"
+                            ),
                             &[&lo, &hi],
                         )
                         .await?;
