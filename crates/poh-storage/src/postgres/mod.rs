@@ -643,8 +643,9 @@ impl PgWriter {
 
     /// Finishes the drops of earlier passes: for each parked table (`poh_trash_*`,
     /// `poh_detached_*`), removes the directory entries that point at one of its rows and
-    /// at no row of the store, then drops it (or renames it `poh_expired_*`, for the operator), in one
-    /// transaction under the DDL lock. Repeating it after a crash is harmless.
+    /// at no row of the store, then drops it (or renames it `poh_expired_*`, for the
+    /// operator), in one transaction under the DDL lock. Repeating it after a crash is
+    /// harmless.
     fn finish_drops(&self) -> Result<()> {
         let w = self.shared.window;
         let parked: Vec<String> = self.shared.run("list dropped partitions", |c| async move {
