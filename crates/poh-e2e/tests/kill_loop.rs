@@ -382,7 +382,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_tx_on_postgres() {
                      FROM poh_txs WHERE tx_id = '{id}'
                      UNION ALL
                      SELECT 'table', relname::text, '', '' FROM pg_class
-                     WHERE relkind = 'r' AND relname LIKE 'poh\\_%'"
+                     WHERE relkind IN ('r', 'p') AND relname LIKE 'poh\\_%'"
                 ),
             )
             .unwrap_or_else(|e| e)
