@@ -2,7 +2,7 @@
 //! is, and account each segment's live and dead bytes. (The segments are the data; the
 //! index is what is committed: a record is part of the store once its row is.)
 //!
-//! Schema (version 1, `PRAGMA application_id` = "PoHS"):
+//! Schema (version 2, `PRAGMA application_id` = "PoHS"):
 //! ```sql
 //! CREATE TABLE records (
 //!   tx_id TEXT PRIMARY KEY NOT NULL,
@@ -17,7 +17,8 @@
 //! CREATE INDEX records_seg ON records(seg, off);            -- verify, compaction, drops
 //! CREATE TABLE segments (
 //!   id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL,
-//!   state INTEGER NOT NULL,        -- 0 open for appends, 1 sealed, 2 dropped (file to unlink)
+//!   state INTEGER NOT NULL,        -- 0 open for appends, 1 sealed, 2 dropped: its file is
+//!                                  -- unlinked and its rows, if any are left, are garbage
 //!   len INTEGER NOT NULL,          -- committed length: bytes after it are not committed
 //!   live_count INTEGER NOT NULL, live_bytes INTEGER NOT NULL, dead_bytes INTEGER NOT NULL,
 //!   newest REAL);                  -- largest timestamp ever written to it
@@ -25,6 +26,11 @@
 //! CREATE TABLE seg_config (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 //!   -- next_seq, next_seg, generation (bumped by every commit: other processes' caches)
 //! ```
+//!
+//! Version 2 (the tables are version 1's) changes one rule: a dropped segment may still have
+//! rows. They are no longer part of the store: every lookup, listing and count leaves them
+//! out ([`LIVE_SEG`], [`LIVE_ROW`]), and the writer deletes them in bounded sweeps after
+//! the drop (docs/design.md §7.5). A version-1 binary would serve them, so it is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -34,8 +40,8 @@ use crate::engine::{MetaRow, Stats};
 use crate::error::{Result, StorageError};
 use crate::files::meta::{SqliteBackend, cutoff, meta_err, schema_version};
 
-/// Schema version of the segments index.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// Schema version of the segments index (see the module's notes on version 2).
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 /// `PRAGMA application_id` of a segments index ("PoHS").
 pub(crate) const APPLICATION_ID: i64 = 0x506F_4853;
 
@@ -105,8 +111,15 @@ pub(crate) enum Found {
 pub(crate) const VAR_LEN_SQL: &str =
     "(size + length(CAST(tx_id AS BLOB)) + length(CAST(holder_id AS BLOB)))";
 pub(crate) const ROW_COLS: &str = "tx_id, seg, off, size, timestamp, holder_id, hash";
-const GET_ROW: &str =
-    "SELECT tx_id, seg, off, size, timestamp, holder_id, hash FROM records WHERE tx_id = ?1";
+/// A `records` row is part of the store unless its segment is dropped: as a filter over
+/// many rows (the dropped segments' ids are read once per statement).
+pub(crate) const LIVE_SEG: &str = "seg NOT IN (SELECT id FROM segments WHERE state = 2)";
+/// The same test for one row of `records` (one lookup of its segment).
+pub(crate) const LIVE_ROW: &str =
+    "NOT EXISTS (SELECT 1 FROM segments s WHERE s.id = records.seg AND s.state = 2)";
+const GET_ROW: &str = "SELECT tx_id, seg, off, size, timestamp, holder_id, hash FROM records
+     WHERE tx_id = ?1 AND NOT EXISTS (
+        SELECT 1 FROM segments s WHERE s.id = records.seg AND s.state = 2)";
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
@@ -236,6 +249,14 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<()> {
     if version == SCHEMA_VERSION {
         return check_schema(conn, path);
     }
+    if version == 1 {
+        // Same tables; from now on a dropped segment may keep rows (its garbage), which a
+        // version-1 binary would serve, so the version says so.
+        check_schema(conn, path)?;
+        return conn
+            .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(|e| err("upgrade the index to version 2", e));
+    }
     let tx = conn
         .unchecked_transaction()
         .map_err(|e| err("begin creating the index", e))?;
@@ -354,35 +375,73 @@ impl Index {
         let limit = to_i64(limit as u64);
         match after {
             Some(a) => self.rows(
-                &format!("SELECT {ROW_COLS} FROM records WHERE tx_id > ?1 ORDER BY tx_id LIMIT ?2"),
+                &format!(
+                    "SELECT {ROW_COLS} FROM records WHERE tx_id > ?1 AND {LIVE_SEG}
+                     ORDER BY tx_id LIMIT ?2"
+                ),
                 params![a, limit],
                 "list rows",
             ),
             None => self.rows(
-                &format!("SELECT {ROW_COLS} FROM records ORDER BY tx_id LIMIT ?1"),
+                &format!("SELECT {ROW_COLS} FROM records WHERE {LIVE_SEG} ORDER BY tx_id LIMIT ?1"),
                 params![limit],
                 "list rows",
             ),
         }
     }
 
+    /// Up to `limit` expired rows after `after`, oldest first, in a store of `window`-second
+    /// segment windows.
     pub(crate) fn find_expired(
         &self,
         now: f64,
         ttl: f64,
         after: Option<(f64, &str)>,
         limit: usize,
+        window: u64,
     ) -> Result<Vec<Row>> {
         let (ats, aid) = after.unwrap_or((f64::NEG_INFINITY, ""));
+        let floor = self.live_floor(window)?.max(ats);
         self.rows(
             &format!(
                 "SELECT {ROW_COLS} FROM records
                  WHERE timestamp < ?1 AND (?2 - timestamp) > ?3 AND (timestamp, tx_id) > (?4, ?5)
+                   AND timestamp >= ?7 AND {LIVE_SEG}
                  ORDER BY timestamp, tx_id LIMIT ?6"
             ),
-            params![cutoff(now, ttl), now, ttl, ats, aid, to_i64(limit as u64)],
+            params![
+                cutoff(now, ttl),
+                now,
+                ttl,
+                ats,
+                aid,
+                to_i64(limit as u64),
+                floor
+            ],
             "find expired rows",
         )
+    }
+
+    /// A timestamp no row of a live segment is below: the start of the oldest live
+    /// segment's window (a hair lower, for the rounding of `floor(ts / window)`), or
+    /// infinity when no segment is live. Scans of expired rows start there, past the rows
+    /// of dropped segments that wait for their sweep (all of them older, but for those of
+    /// a window that still has a live segment).
+    pub(crate) fn live_floor(&self, window: u64) -> Result<f64> {
+        let bucket: Option<i64> = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT min(bucket) FROM segments WHERE state < {DROPPED}"
+            ))
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.err("find the oldest live segment", e))?;
+        Ok(match bucket {
+            None => f64::INFINITY,
+            Some(b) => {
+                let start = b.max(0) as f64 * window as f64;
+                start * (1.0 - 1e-12)
+            }
+        })
     }
 
     /// Up to `limit` rows of segment `seg` at offsets of at least `from`, in offset order.
@@ -422,8 +481,10 @@ impl Index {
     pub(crate) fn stats(&self) -> Result<Stats> {
         self.conn
             .query_row(
-                "SELECT count(*), coalesce(sum(size), 0), min(timestamp), max(timestamp)
-                 FROM records",
+                &format!(
+                    "SELECT count(*), coalesce(sum(size), 0), min(timestamp), max(timestamp)
+                     FROM records WHERE {LIVE_SEG}"
+                ),
                 [],
                 |r| {
                     Ok(Stats {
@@ -448,7 +509,8 @@ impl Index {
             let rows: Vec<(String, f64)> = self
                 .conn
                 .prepare_cached(&format!(
-                    "SELECT tx_id, timestamp FROM records ORDER BY timestamp {order}, tx_id LIMIT ?1"
+                    "SELECT tx_id, timestamp FROM records WHERE {LIVE_SEG}
+                     ORDER BY timestamp {order}, tx_id LIMIT ?1"
                 ))
                 .and_then(|mut s| {
                     s.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?

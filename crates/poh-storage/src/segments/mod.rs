@@ -320,6 +320,7 @@ impl Engine for SegmentsEngine {
             self.db.open_reader()?,
             self.dir.clone(),
             self.overlay.clone(),
+            self.window,
         )))
     }
 

@@ -29,6 +29,8 @@ pub(crate) struct SegmentsReader {
     open: HashMap<u64, Arc<dyn FileHandle>>,
     /// A read-only handle's rows from the segment tails ([`Overlay`]), while they hold.
     overlay: Option<Arc<Overlay>>,
+    /// The store's segment window, in seconds.
+    window: u64,
 }
 
 /// Why a row's record could not be served.
@@ -43,12 +45,18 @@ pub(crate) enum Problem {
 }
 
 impl SegmentsReader {
-    pub(crate) fn new(index: Index, dir: SegDir, overlay: Option<Arc<Overlay>>) -> Self {
+    pub(crate) fn new(
+        index: Index,
+        dir: SegDir,
+        overlay: Option<Arc<Overlay>>,
+        window: u64,
+    ) -> Self {
         Self {
             index,
             dir,
             open: HashMap::new(),
             overlay,
+            window,
         }
     }
 
@@ -300,14 +308,21 @@ impl EngineReader for SegmentsReader {
     ) -> Result<Vec<MetaRow>> {
         let rows = match self.overlay()? {
             Some(ov) => ov.expired(
-                self.index
-                    .find_expired(now, ttl, after, limit.saturating_add(ov.len()))?,
+                self.index.find_expired(
+                    now,
+                    ttl,
+                    after,
+                    limit.saturating_add(ov.len()),
+                    self.window,
+                )?,
                 now,
                 ttl,
                 after,
                 limit,
             ),
-            None => self.index.find_expired(now, ttl, after, limit)?,
+            None => self
+                .index
+                .find_expired(now, ttl, after, limit, self.window)?,
         };
         Ok(rows.iter().map(Row::meta).collect())
     }

@@ -264,8 +264,12 @@ fn repair_inner(
     if !purge.is_empty() || !seal.is_empty() {
         commit_fix(index, |ix| {
             for id in &purge {
+                // Kept while rows of it wait for the writer's sweep (§7.5).
                 ix.conn.execute(
-                    &format!("DELETE FROM segments WHERE id = ?1 AND state = {DROPPED}"),
+                    &format!(
+                        "DELETE FROM segments WHERE id = ?1 AND state = {DROPPED}
+                           AND NOT EXISTS (SELECT 1 FROM records WHERE seg = ?1)"
+                    ),
                     [to_i64(*id)],
                 )?;
             }
@@ -476,7 +480,8 @@ impl Scan<'_> {
         Ok(())
     }
 
-    /// Rows pointing at a segment the index does not have (or has dropped).
+    /// Rows pointing at a segment the index does not have. (The rows of a dropped segment
+    /// are garbage the writer sweeps, not findings.)
     fn orphan_rows(&mut self) -> Result<()> {
         let mut after: (i64, i64) = (-1, -1);
         loop {
@@ -486,7 +491,7 @@ impl Scan<'_> {
                 .prepare_cached(&format!(
                     "SELECT {ROW_COLS} FROM records r
                      WHERE (seg, off) > (?1, ?2) AND NOT EXISTS (
-                        SELECT 1 FROM segments s WHERE s.id = r.seg AND s.state < {DROPPED})
+                        SELECT 1 FROM segments s WHERE s.id = r.seg)
                      ORDER BY seg, off LIMIT ?3"
                 ))
                 .and_then(|mut s| {

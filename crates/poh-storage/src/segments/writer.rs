@@ -28,7 +28,9 @@ use rusqlite::{OptionalExtension, params};
 use tracing::{debug, warn};
 
 use super::dir::SegDir;
-use super::index::{self, DROPPED, Index, OPEN, Row, SEALED, SegRow, VAR_LEN_SQL, to_i64};
+use super::index::{
+    self, DROPPED, Index, LIVE_ROW, LIVE_SEG, OPEN, Row, SEALED, SegRow, VAR_LEN_SQL, to_i64,
+};
 use super::reader::{self, Problem};
 use super::record;
 use crate::engine::EngineWriter;
@@ -49,6 +51,14 @@ pub(crate) const SEGMENT_CAP: u64 = 256 * 1024 * 1024;
 const STEP_RECORDS: usize = 1024;
 /// Most bytes one compaction step moves (a step moves at least one record).
 const STEP_BYTES: u64 = 4 * 1024 * 1024;
+/// Most rows of dropped segments the last batch of a TTL pass deletes (docs/design.md
+/// §7.5: a few milliseconds of index work).
+const SWEEP_STEP: usize = 8192;
+/// Fewest and most rows of dropped segments a save group deletes before it is written
+/// (twice its own txs in between, so that the sweeps keep up with any rate of saves and
+/// expiry).
+const SWEEP_SAVE_MIN: usize = 1024;
+const SWEEP_SAVE_MAX: usize = 65536;
 
 /// Zeros written ahead of the records of a small append (docs/design.md §7.3b): a
 /// `fdatasync` that does not change the file's length writes no metadata, which halves
@@ -94,6 +104,8 @@ struct Cache {
     open: HashMap<u64, Active>,
     /// `Some(candidate)` once looked up since the last change of dead bytes.
     compaction: Option<Option<SegRow>>,
+    /// `Some(false)` once a sweep found no dropped segment with rows left.
+    dead: Option<bool>,
 }
 
 /// A segment this command appends to.
@@ -250,6 +262,7 @@ fn hold<'a>(
             next_seg: index.config("next_seg")?.max(1),
             open: HashMap::new(),
             compaction: None,
+            dead: None,
         };
     }
     Ok(guard)
@@ -328,7 +341,10 @@ impl EngineWriter for SegmentsWriter {
         let (ids, dropped) = self.txn(true, |w| {
             let mut ids: Vec<String> = Vec::new();
             let mut dropped: Vec<u64> = Vec::new();
-            // 1. Whole segments whose newest record is expired: one range delete each.
+            // 1. Whole segments whose newest record is expired: each dropped in O(1) index
+            //    work (its ids read over `records_seg`, its state set to dropped: from this
+            //    commit on its rows are not part of the store, and sweeps delete them later).
+            //    At least one per call whatever its size, then as many as fit in `limit`.
             let whole: Vec<(u64, u64)> = w
                 .index
                 .conn
@@ -349,18 +365,18 @@ impl EngineWriter for SegmentsWriter {
                 })
                 .map_err(|e| w.index.err("find expired segments", e))?;
             for (seg, live) in whole {
-                if ids.len() as u64 + live > limit as u64 {
+                if !ids.is_empty() && ids.len() as u64 + live > limit as u64 {
                     continue;
                 }
                 let gone: Vec<String> = w
                     .index
                     .conn
-                    .prepare_cached("DELETE FROM records WHERE seg = ?1 RETURNING tx_id")
+                    .prepare_cached("SELECT tx_id FROM records WHERE seg = ?1")
                     .and_then(|mut s| {
                         s.query_map([to_i64(seg)], |r| r.get(0))?
                             .collect::<rusqlite::Result<Vec<_>>>()
                     })
-                    .map_err(|e| w.index.err(format!("drop the rows of segment {seg}"), e))?;
+                    .map_err(|e| w.index.err(format!("read the rows of segment {seg}"), e))?;
                 ids.extend(gone);
                 w.exec(
                     &format!(
@@ -370,12 +386,14 @@ impl EngineWriter for SegmentsWriter {
                     params![to_i64(seg)],
                     &format!("drop segment {seg}"),
                 )?;
+                w.cache.dead = Some(true);
                 dropped.push(seg);
             }
             // 2. Expired txs of partly expired segments leave the index now; their bytes
             //    come back when the segment is compacted or dropped.
             let remaining = limit.saturating_sub(ids.len());
             if remaining > 0 {
+                let floor = w.index.live_floor(w.window)?;
                 // Only what the accounting needs comes back: the id, where its record
                 // was, and the record's length (header + id + holder + payload bytes).
                 let rows: Vec<(String, u64, u64)> = w
@@ -385,11 +403,12 @@ impl EngineWriter for SegmentsWriter {
                         "DELETE FROM records WHERE tx_id IN (
                             SELECT tx_id FROM records
                             WHERE timestamp < ?1 AND (?2 - timestamp) > ?3
+                              AND timestamp >= ?5 AND {LIVE_SEG}
                             ORDER BY timestamp, tx_id LIMIT ?4)
                          RETURNING tx_id, seg, {VAR_LEN_SQL}"
                     ))
                     .and_then(|mut s| {
-                        s.query_map(params![c, now, ttl, to_i64(remaining as u64)], |r| {
+                        s.query_map(params![c, now, ttl, to_i64(remaining as u64), floor], |r| {
                             Ok((
                                 r.get::<_, String>(0)?,
                                 u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
@@ -410,7 +429,15 @@ impl EngineWriter for SegmentsWriter {
                 dropped.extend(w.apply_deltas(&deltas)?);
                 ids.extend(rows.into_iter().map(|(id, _, _)| id));
             }
-            let changed = !ids.is_empty() || !dropped.is_empty();
+            // 3. The pass ends with this batch: one bounded sweep of the rows that earlier
+            //    drops left (docs/design.md §7.5).
+            let mut swept = 0;
+            if ids.len() < limit {
+                let (n, emptied) = w.sweep_rows(SWEEP_STEP)?;
+                swept = n;
+                dropped.extend(emptied);
+            }
+            let changed = !ids.is_empty() || !dropped.is_empty() || swept > 0;
             Ok(((ids, dropped), changed))
         })?;
         if !dropped.is_empty() {
@@ -513,6 +540,62 @@ impl SegmentsWriter {
         self.index.get(tx_id)
     }
 
+    /// Deletes up to `budget` rows of dropped segments (garbage: nothing reads them), the
+    /// oldest segment first, in the open transaction. Returns how many, and the dropped
+    /// segments now without rows (to unlink again, idempotently, and forget).
+    fn sweep_rows(&mut self, budget: usize) -> Result<(usize, Vec<u64>)> {
+        if self.cache.dead == Some(false) || budget == 0 {
+            return Ok((0, Vec::new()));
+        }
+        let segs: Vec<i64> = self
+            .index
+            .conn
+            .prepare_cached(&format!(
+                "SELECT id FROM segments WHERE state = {DROPPED} ORDER BY id"
+            ))
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.index.err("find dropped segments", e))?;
+        let mut swept = 0usize;
+        let mut emptied = Vec::new();
+        for seg in segs {
+            let left = budget - swept;
+            if left == 0 {
+                break;
+            }
+            let n = self.exec(
+                "DELETE FROM records WHERE tx_id IN (
+                    SELECT tx_id FROM records WHERE seg = ?1 LIMIT ?2)",
+                params![seg, to_i64(left as u64)],
+                &format!("sweep the rows of dropped segment {seg}"),
+            )?;
+            swept += n;
+            if n < left {
+                emptied.push(u64::try_from(seg).unwrap_or(0));
+            }
+        }
+        if swept < budget {
+            self.cache.dead = Some(false);
+        }
+        Ok((swept, emptied))
+    }
+
+    /// One sweep of at most `budget` rows in its own commit, when dropped segments may
+    /// still have rows.
+    fn sweep_step(&mut self, budget: usize) -> Result<()> {
+        if self.cache.dead == Some(false) {
+            return Ok(());
+        }
+        let emptied = self.txn(false, |w| {
+            let (n, emptied) = w.sweep_rows(budget)?;
+            let changed = n > 0 || !emptied.is_empty();
+            Ok((emptied, changed))
+        })?;
+        self.after_commit(&emptied, false)
+    }
+
     /// Applies per-segment changes; returns the segments left without a live record (and
     /// with committed bytes), now marked dropped.
     fn apply_deltas(&mut self, deltas: &HashMap<u64, Delta>) -> Result<Vec<u64>> {
@@ -570,11 +653,14 @@ impl SegmentsWriter {
 
     /// Ends the open transaction with a durable commit (synchronous=FULL): bumps the
     /// generation (other processes' caches), records the counters, and forgets dropped
-    /// segments whose unlink is durable.
+    /// segments whose unlink is durable and whose rows are swept.
     fn finish_commit(&mut self) -> Result<()> {
         for seg in &self.to_purge {
             self.exec(
-                &format!("DELETE FROM segments WHERE id = ?1 AND state = {DROPPED}"),
+                &format!(
+                    "DELETE FROM segments WHERE id = ?1 AND state = {DROPPED}
+                       AND NOT EXISTS (SELECT 1 FROM records WHERE seg = ?1)"
+                ),
                 params![to_i64(*seg)],
                 &format!("forget dropped segment {seg}"),
             )?;
@@ -605,7 +691,11 @@ impl SegmentsWriter {
             return Ok(());
         }
         self.cache.open.retain(|_, a| !dropped.contains(&a.id));
-        self.to_unlink.extend_from_slice(dropped);
+        for seg in dropped {
+            if !self.to_unlink.contains(seg) {
+                self.to_unlink.push(*seg);
+            }
+        }
         if now { self.finish_drops() } else { Ok(()) }
     }
 
@@ -1026,6 +1116,8 @@ impl SegmentsWriter {
                 .into(),
             });
         }
+        let txs: usize = group.iter().map(|t| t.len()).sum();
+        self.sweep_step((2 * txs).clamp(SWEEP_SAVE_MIN, SWEEP_SAVE_MAX))?;
         let started = std::time::Instant::now();
         // The payloads' SHA-256 first, on the cores at hand when there is enough to hash
         // (half the encode time of a 1,000-tx group is hashing).
@@ -1151,10 +1243,11 @@ impl SegmentsWriter {
         // Only what the accounting needs of an old row: its segment and record length.
         let mut old = conn
             .prepare_cached(&format!(
-                "SELECT seg, {VAR_LEN_SQL} FROM records WHERE tx_id = ?1"
+                "SELECT seg, {VAR_LEN_SQL} FROM records WHERE tx_id = ?1 AND {LIVE_ROW}"
             ))
             .map_err(|e| self.index.err(what, e))?;
-        // A new id is one insert; an id the index has already is looked up and replaced.
+        // A new id is one insert; an id the index has already is looked up and replaced
+        // (a row of a dropped segment is replaced too, with nothing to account).
         let mut insert = conn
             .prepare_cached(
                 "INSERT INTO records (tx_id, seg, off, size, timestamp, holder_id, hash)
