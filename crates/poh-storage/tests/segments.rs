@@ -369,6 +369,131 @@ async fn expired_windows_go_as_whole_files_and_partly_expired_ones_hide_their_tx
     sm.close().await.unwrap();
 }
 
+/// Rows in the index, whatever their segment's state (a dropped segment's wait there
+/// for their sweep), and the dropped segments the index still lists.
+fn index_rows_and_dropped(st: &Store) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(&st.db).unwrap();
+    let rows = conn
+        .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+        .unwrap();
+    let dropped = conn
+        .query_row("SELECT count(*) FROM segments WHERE state = 2", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    (rows, dropped)
+}
+
+#[tokio::test]
+async fn a_dropped_window_leaves_at_once_and_its_rows_are_swept_in_bounded_steps() {
+    let st = Store::new();
+    let sm = st.open().await;
+    // 20,000 txs in the window 0-99 s (more than two sweeps' worth), 5 in 5000-5099 s.
+    let old: Vec<String> = (0..20_000).map(|i| format!("d{i:05}")).collect();
+    for chunk in old.chunks(5000) {
+        let txs = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, id)| tx(id, (i % 100) as f64, b"p"))
+            .collect();
+        sm.save_batch(txs).await.unwrap();
+    }
+    let live: Vec<poh_storage::Tx> = (0..5)
+        .map(|i| tx(&format!("l{i}"), 5000.0 + i as f64, b"q"))
+        .collect();
+    sm.save_batch(live).await.unwrap();
+    assert_eq!(st.seg_files().len(), 2);
+
+    // One call drops the whole window, however far past the limit its txs go.
+    let gone = sm.delete_expired(1000.0, 500.0, 1000).await.unwrap();
+    let gone: BTreeSet<String> = gone.into_iter().collect();
+    assert_eq!(gone, old.iter().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(st.seg_files().len(), 1, "the window's file is unlinked");
+    // Gone for every reader at once, though its rows are still in the index.
+    assert_eq!(index_rows_and_dropped(&st), (20_005, 1));
+    for id_ in ["d00000", "d12345", "d19999"] {
+        assert_eq!(sm.load(&id(id_)).await.unwrap(), None, "{id_}");
+        assert!(!sm.delete(&id(id_)).await.unwrap(), "{id_}");
+    }
+    let stats = sm.stats().await.unwrap();
+    assert_eq!((stats.count, stats.oldest), (5, Some(5000.0)));
+    let page = sm.list_page(None, 100).await.unwrap();
+    assert_eq!(page.rows.len(), 5, "{:?}", page.rows);
+    assert!(sm.find_expired(1000.0, 500.0, None, 100).await.unwrap().is_empty());
+    assert!(sm.find_expired(9000.0, 500.0, None, 100).await.unwrap().len() == 5);
+    // Garbage the index proves is garbage: not a finding.
+    let report = sm.verify().await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+    assert_eq!(report.rows_checked, 5);
+    sm.close().await.unwrap();
+
+    // A restart (and its repair) keeps the dropped segment's entry while rows remain.
+    let sm = st.open().await;
+    assert_eq!(sm.load(&id("d19998")).await.unwrap(), None);
+    assert_eq!(index_rows_and_dropped(&st), (20_005, 1));
+    // An id of the dropped window saved again is a new tx; no sweep takes it.
+    sm.save(tx("d19998", 5050.0, b"again")).await.unwrap();
+    // The save swept what it may (twice its txs, at least 1,024 rows) before it wrote.
+    assert_eq!(index_rows_and_dropped(&st), (20_005 - 1024, 1));
+
+    // Each TTL pass that ends sweeps up to 8,192 rows; nothing it returns is swept.
+    let mut passes = 0;
+    loop {
+        assert!(sm.delete_expired(1000.0, 500.0, 1000).await.unwrap().is_empty());
+        passes += 1;
+        let (rows, _) = index_rows_and_dropped(&st);
+        if rows == 6 {
+            break;
+        }
+        assert!(passes < 5, "{rows} rows after {passes} passes");
+    }
+    assert_eq!(passes, 3, "18,975 rows in sweeps of 8,192");
+    // The entry of the swept segment goes with the next commit.
+    sm.save(tx("l9", 5009.0, b"q")).await.unwrap();
+    assert_eq!(index_rows_and_dropped(&st), (7, 0));
+    let got = sm.load(&id("d19998")).await.unwrap().unwrap();
+    assert_eq!((got.payload.as_slice(), got.timestamp), (&b"again"[..], 5050.0));
+    assert_eq!(sm.stats().await.unwrap().count, 7);
+    assert!(sm.verify().await.unwrap().is_clean());
+    sm.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_version_1_index_is_read_as_it_is_and_upgraded_by_a_writer() {
+    let st = Store::new();
+    let sm = st.open().await;
+    sm.save(tx("a", 10.0, b"x")).await.unwrap();
+    sm.close().await.unwrap();
+    let version = || -> i64 {
+        rusqlite::Connection::open(&st.db)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(), 2);
+    let set = |v: i64| {
+        rusqlite::Connection::open(&st.db)
+            .unwrap()
+            .execute_batch(&format!("PRAGMA user_version = {v}"))
+            .unwrap()
+    };
+    set(1);
+    let ro = st.open_read_only().await;
+    assert_eq!(ro.load(&id("a")).await.unwrap().unwrap().payload, b"x");
+    ro.close().await.unwrap();
+    assert_eq!(version(), 1, "a read-only handle changes nothing");
+    let sm = st.open().await;
+    sm.save(tx("b", 20.0, b"y")).await.unwrap();
+    sm.close().await.unwrap();
+    assert_eq!(version(), 2);
+    // A later version than this build knows is refused, never served.
+    set(3);
+    let err = StorageManager::open_with(&st.base, &st.db, OpenOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::SchemaTooNew { .. }), "{err}");
+}
+
 #[tokio::test]
 async fn a_future_timestamp_gets_its_own_segment_and_pins_nothing() {
     let st = Store::new();
