@@ -80,6 +80,9 @@ pub use migrate::{MIGRATED_MARKER, MigrateReport, migrate};
 pub use options::{DEFAULT_LOCK_TIMEOUT, OpenOptions};
 pub use poh_types::{Limits, Tx, TxId};
 pub use report::{Finding, ProblemKind, RecoverReport};
+/// Most index rows of dropped segments one TTL pass of a segments store sweeps
+/// (docs/design.md §7.5); save groups sweep too.
+pub use segments::writer::SWEEP_STEP as SEGMENTS_SWEEP_ROWS;
 
 /// The README's Rust examples, compiled as doctests so they cannot drift from the API.
 #[cfg(doctest)]

@@ -419,8 +419,19 @@ async fn a_dropped_window_leaves_at_once_and_its_rows_are_swept_in_bounded_steps
     assert_eq!((stats.count, stats.oldest), (5, Some(5000.0)));
     let page = sm.list_page(None, 100).await.unwrap();
     assert_eq!(page.rows.len(), 5, "{:?}", page.rows);
-    assert!(sm.find_expired(1000.0, 500.0, None, 100).await.unwrap().is_empty());
-    assert!(sm.find_expired(9000.0, 500.0, None, 100).await.unwrap().len() == 5);
+    assert!(
+        sm.find_expired(1000.0, 500.0, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        sm.find_expired(9000.0, 500.0, None, 100)
+            .await
+            .unwrap()
+            .len()
+            == 5
+    );
     // Garbage the index proves is garbage: not a finding.
     let report = sm.verify().await.unwrap();
     assert!(report.is_clean(), "{:?}", report.findings);
@@ -439,7 +450,12 @@ async fn a_dropped_window_leaves_at_once_and_its_rows_are_swept_in_bounded_steps
     // Each TTL pass that ends sweeps up to 8,192 rows; nothing it returns is swept.
     let mut passes = 0;
     loop {
-        assert!(sm.delete_expired(1000.0, 500.0, 1000).await.unwrap().is_empty());
+        assert!(
+            sm.delete_expired(1000.0, 500.0, 1000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         passes += 1;
         let (rows, _) = index_rows_and_dropped(&st);
         if rows == 6 {
@@ -452,7 +468,10 @@ async fn a_dropped_window_leaves_at_once_and_its_rows_are_swept_in_bounded_steps
     sm.save(tx("l9", 5009.0, b"q")).await.unwrap();
     assert_eq!(index_rows_and_dropped(&st), (7, 0));
     let got = sm.load(&id("d19998")).await.unwrap().unwrap();
-    assert_eq!((got.payload.as_slice(), got.timestamp), (&b"again"[..], 5050.0));
+    assert_eq!(
+        (got.payload.as_slice(), got.timestamp),
+        (&b"again"[..], 5050.0)
+    );
     assert_eq!(sm.stats().await.unwrap().count, 7);
     assert!(sm.verify().await.unwrap().is_clean());
     sm.close().await.unwrap();

@@ -53,7 +53,7 @@ const STEP_RECORDS: usize = 1024;
 const STEP_BYTES: u64 = 4 * 1024 * 1024;
 /// Most rows of dropped segments the last batch of a TTL pass deletes (docs/design.md
 /// §7.5: a few milliseconds of index work).
-const SWEEP_STEP: usize = 8192;
+pub const SWEEP_STEP: usize = 8192;
 /// Fewest and most rows of dropped segments a save group deletes before it is written
 /// (twice its own txs in between, so that the sweeps keep up with any rate of saves and
 /// expiry).
