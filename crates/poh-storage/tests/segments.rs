@@ -961,3 +961,39 @@ async fn load_many_answers_like_one_load_per_id() {
     assert!(known[1].as_ref().unwrap().is_none());
     sm.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn compaction_during_expiry_keeps_every_unexpired_tx() {
+    let st = Store::new();
+    let sm = st.open().await;
+    let txs = (0..300)
+        .map(|i| tx(&format!("c{i:03}"), i as f64, b"p"))
+        .collect();
+    sm.save_batch(txs).await.unwrap();
+    // now - ts > 1000  <=>  ts < 260: windows 0-99 and 100-199 whole, 60 of 200-299.
+    let mut gone = BTreeSet::new();
+    loop {
+        let ids = sm.delete_expired(1260.0, 1000.0, 7).await.unwrap();
+        if ids.is_empty() {
+            break;
+        }
+        gone.extend(ids);
+    }
+    assert_eq!(gone.len(), 260);
+    // More passes: compaction copies the half-dead window forward.
+    for _ in 0..5 {
+        assert!(
+            sm.delete_expired(1260.0, 1000.0, 7)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        sm.save(tx("other", 5000.0, b"o")).await.unwrap();
+    }
+    for i in 260..300 {
+        let got = sm.load(&id(&format!("c{i:03}"))).await.unwrap();
+        assert!(got.is_some(), "c{i:03} lost");
+    }
+    assert!(sm.verify().await.unwrap().is_clean());
+    sm.close().await.unwrap();
+}

@@ -162,6 +162,30 @@ pub(crate) fn seg_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<SegRow> {
 pub(crate) const SEG_COLS: &str =
     "id, bucket, state, len, live_count, live_bytes, dead_bytes, newest";
 
+/// Where a scan of expired rows starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExpiryScan {
+    /// No row of a live segment is below this timestamp: the start of the oldest live
+    /// segment's window (a hair lower, for the rounding of `floor(ts / window)`), or
+    /// infinity when no segment is live. Rows of dropped segments that wait for their
+    /// sweep are all older, except those of a window that still has a live segment.
+    pub(crate) floor: f64,
+    /// A dropped segment of such a window exists: the scan must leave out its rows.
+    pub(crate) interleaved: bool,
+}
+
+impl ExpiryScan {
+    /// The SQL condition the scan adds to leave out rows of dropped segments (none when
+    /// no such row can lie past the floor: the check costs a lookup per row).
+    pub(crate) fn filter(&self) -> String {
+        if self.interleaved {
+            format!("AND {LIVE_SEG}")
+        } else {
+            String::new()
+        }
+    }
+}
+
 /// Opens connections to the index database.
 #[derive(Debug, Clone)]
 pub(crate) struct IndexDb {
@@ -401,13 +425,14 @@ impl Index {
         window: u64,
     ) -> Result<Vec<Row>> {
         let (ats, aid) = after.unwrap_or((f64::NEG_INFINITY, ""));
-        let floor = self.live_floor(window)?.max(ats);
+        let scan = self.expiry_scan(window)?;
         self.rows(
             &format!(
                 "SELECT {ROW_COLS} FROM records
                  WHERE timestamp < ?1 AND (?2 - timestamp) > ?3 AND (timestamp, tx_id) > (?4, ?5)
-                   AND timestamp >= ?7 AND {LIVE_SEG}
-                 ORDER BY timestamp, tx_id LIMIT ?6"
+                   AND timestamp >= ?7 {}
+                 ORDER BY timestamp, tx_id LIMIT ?6",
+                scan.filter()
             ),
             params![
                 cutoff(now, ttl),
@@ -416,31 +441,32 @@ impl Index {
                 ats,
                 aid,
                 to_i64(limit as u64),
-                floor
+                scan.floor
             ],
             "find expired rows",
         )
     }
 
-    /// A timestamp no row of a live segment is below: the start of the oldest live
-    /// segment's window (a hair lower, for the rounding of `floor(ts / window)`), or
-    /// infinity when no segment is live. Scans of expired rows start there, past the rows
-    /// of dropped segments that wait for their sweep (all of them older, but for those of
-    /// a window that still has a live segment).
-    pub(crate) fn live_floor(&self, window: u64) -> Result<f64> {
-        let bucket: Option<i64> = self
+    /// Where a scan of expired rows starts, and whether it must leave out rows of dropped
+    /// segments on its way.
+    pub(crate) fn expiry_scan(&self, window: u64) -> Result<ExpiryScan> {
+        let (bucket, interleaved): (Option<i64>, bool) = self
             .conn
             .prepare_cached(&format!(
-                "SELECT min(bucket) FROM segments WHERE state < {DROPPED}"
+                "SELECT m, EXISTS (SELECT 1 FROM segments WHERE state = {DROPPED} AND bucket >= m)
+                 FROM (SELECT min(bucket) AS m FROM segments WHERE state < {DROPPED})"
             ))
-            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
             .map_err(|e| self.err("find the oldest live segment", e))?;
-        Ok(match bucket {
-            None => f64::INFINITY,
-            Some(b) => {
-                let start = b.max(0) as f64 * window as f64;
-                start * (1.0 - 1e-12)
-            }
+        Ok(ExpiryScan {
+            floor: match bucket {
+                None => f64::INFINITY,
+                Some(b) => {
+                    let start = b.max(0) as f64 * window as f64;
+                    start * (1.0 - 1e-12)
+                }
+            },
+            interleaved,
         })
     }
 

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 use super::dir::SegDir;
 use super::index::{
-    self, DROPPED, Index, LIVE_ROW, LIVE_SEG, OPEN, Row, SEALED, SegRow, VAR_LEN_SQL, to_i64,
+    self, DROPPED, Index, LIVE_ROW, OPEN, Row, SEALED, SegRow, VAR_LEN_SQL, to_i64,
 };
 use super::reader::{self, Problem};
 use super::record;
@@ -314,13 +314,11 @@ impl EngineWriter for SegmentsWriter {
     fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
         let lock = self.lock.clone();
         let _g = self.enter(&lock)?;
-        // A segment whose newest record is expired is not worth copying: its rows are
-        // leaving by expiry (this batch or the next), and then it goes whole.
+        // A segment whose window starts before the cutoff is not worth copying here: some
+        // of its live records may be expired (this pass deletes them next), and the rest
+        // go with the whole segment once its window has expired.
         if let Some(cand) = self.compaction_candidate()?
-            && (cand.live_count == 0
-                || !cand
-                    .newest
-                    .is_some_and(|n| n < cutoff(now, ttl) && now - n > ttl))
+            && (cand.live_count == 0 || cand.bucket as f64 * self.window as f64 >= cutoff(now, ttl))
         {
             self.compact_step()?;
         }
@@ -338,7 +336,8 @@ impl EngineWriter for SegmentsWriter {
             ));
         }
         let c = cutoff(now, ttl);
-        let (ids, dropped) = self.txn(true, |w| {
+        let started = std::time::Instant::now();
+        let (ids, dropped, split) = self.txn(true, |w| {
             let mut ids: Vec<String> = Vec::new();
             let mut dropped: Vec<u64> = Vec::new();
             // 1. Whole segments whose newest record is expired: each dropped in O(1) index
@@ -389,11 +388,13 @@ impl EngineWriter for SegmentsWriter {
                 w.cache.dead = Some(true);
                 dropped.push(seg);
             }
+            let (whole_txs, whole_segs) = (ids.len(), dropped.len());
+            let whole_us = started.elapsed().as_micros() as u64;
             // 2. Expired txs of partly expired segments leave the index now; their bytes
             //    come back when the segment is compacted or dropped.
             let remaining = limit.saturating_sub(ids.len());
             if remaining > 0 {
-                let floor = w.index.live_floor(w.window)?;
+                let scan = w.index.expiry_scan(w.window)?;
                 // Only what the accounting needs comes back: the id, where its record
                 // was, and the record's length (header + id + holder + payload bytes).
                 let rows: Vec<(String, u64, u64)> = w
@@ -403,12 +404,13 @@ impl EngineWriter for SegmentsWriter {
                         "DELETE FROM records WHERE tx_id IN (
                             SELECT tx_id FROM records
                             WHERE timestamp < ?1 AND (?2 - timestamp) > ?3
-                              AND timestamp >= ?5 AND {LIVE_SEG}
+                              AND timestamp >= ?5 {}
                             ORDER BY timestamp, tx_id LIMIT ?4)
-                         RETURNING tx_id, seg, {VAR_LEN_SQL}"
+                         RETURNING tx_id, seg, {VAR_LEN_SQL}",
+                        scan.filter()
                     ))
                     .and_then(|mut s| {
-                        s.query_map(params![c, now, ttl, to_i64(remaining as u64), floor], |r| {
+                        s.query_map(params![c, now, ttl, to_i64(remaining as u64), scan.floor], |r| {
                             Ok((
                                 r.get::<_, String>(0)?,
                                 u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
@@ -431,6 +433,7 @@ impl EngineWriter for SegmentsWriter {
             }
             // 3. The pass ends with this batch: one bounded sweep of the rows that earlier
             //    drops left (docs/design.md §7.5).
+            let partial_us = started.elapsed().as_micros() as u64 - whole_us;
             let mut swept = 0;
             if ids.len() < limit {
                 let (n, emptied) = w.sweep_rows(SWEEP_STEP)?;
@@ -438,12 +441,26 @@ impl EngineWriter for SegmentsWriter {
                 dropped.extend(emptied);
             }
             let changed = !ids.is_empty() || !dropped.is_empty() || swept > 0;
-            Ok(((ids, dropped), changed))
+            let split = (whole_segs, whole_txs, ids.len() - whole_txs, swept, whole_us, partial_us);
+            Ok(((ids, dropped, split), changed))
         })?;
         if !dropped.is_empty() {
             self.cache.compaction = None;
         }
+        let committed_us = started.elapsed().as_micros() as u64;
         self.after_commit(&dropped, true)?;
+        let (whole_segments, whole_txs, partial_txs, swept, whole_us, partial_us) = split;
+        debug!(
+            whole_segments,
+            whole_txs,
+            partial_txs,
+            swept,
+            whole_us,
+            partial_us,
+            committed_us,
+            total_us = started.elapsed().as_micros() as u64,
+            "expiry batch"
+        );
         Ok(ids)
     }
 }
