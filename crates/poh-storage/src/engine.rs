@@ -82,7 +82,9 @@ pub(crate) trait EngineWriter: Send {
     /// Deletes `id`; true if it existed.
     fn delete(&mut self, id: &TxId) -> Result<bool>;
     /// Deletes up to `limit` txs with `now - timestamp > ttl`, oldest first, as one
-    /// atomic step that re-checks the condition, and returns their ids.
+    /// atomic step that re-checks the condition, and returns their ids. An engine that
+    /// expires whole time windows at once (segments, PostgreSQL partitions) may take its
+    /// first wholly expired window whatever its size, and so return more.
     fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>>;
 }
 

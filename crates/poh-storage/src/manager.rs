@@ -272,7 +272,10 @@ impl StorageManager {
 
     /// Deletes up to `limit` txs with `now - timestamp > ttl`, oldest first, as one
     /// commit, and returns their ids. The condition is checked inside the commit, so a tx
-    /// re-saved with a fresh timestamp meanwhile is kept.
+    /// re-saved with a fresh timestamp meanwhile is kept. On a segments or PostgreSQL store
+    /// the first wholly expired time window goes whole whatever its size (one segment or
+    /// partition dropped: the same cost however many txs it holds), so a call may return
+    /// more than `limit` ids.
     pub async fn delete_expired(&self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>> {
         self.writable("expiry")?;
         self.call(|reply| Cmd::DeleteExpired {
