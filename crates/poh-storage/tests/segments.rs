@@ -438,6 +438,13 @@ async fn a_dropped_window_leaves_at_once_and_its_rows_are_swept_in_bounded_steps
     assert_eq!(report.rows_checked, 5);
     sm.close().await.unwrap();
 
+    // A read-only handle leaves them out as well.
+    let ro = st.open_read_only().await;
+    assert_eq!(ro.load(&id("d00042")).await.unwrap(), None);
+    assert_eq!(ro.stats().await.unwrap().count, 5);
+    assert_eq!(ro.list_page(None, 100).await.unwrap().rows.len(), 5);
+    ro.close().await.unwrap();
+
     // A restart (and its repair) keeps the dropped segment's entry while rows remain.
     let sm = st.open().await;
     assert_eq!(sm.load(&id("d19998")).await.unwrap(), None);
