@@ -394,7 +394,16 @@ impl EngineWriter for SegmentsWriter {
             //    come back when the segment is compacted or dropped.
             let remaining = limit.saturating_sub(ids.len());
             if remaining > 0 {
-                let scan = w.index.expiry_scan(w.window)?;
+                // No dropped segment left with rows (the last sweep found none): nothing to
+                // skip, and no look at the segment table.
+                let scan = if w.cache.dead == Some(false) {
+                    index::ExpiryScan {
+                        floor: f64::NEG_INFINITY,
+                        interleaved: false,
+                    }
+                } else {
+                    w.index.expiry_scan(w.window)?
+                };
                 // Only what the accounting needs comes back: the id, where its record
                 // was, and the record's length (header + id + holder + payload bytes).
                 let rows: Vec<(String, u64, u64)> = w
