@@ -114,6 +114,8 @@ pub(crate) const ROW_COLS: &str = "tx_id, seg, off, size, timestamp, holder_id, 
 /// A `records` row is part of the store unless its segment is dropped: as a filter over
 /// many rows (the dropped segments' ids are read once per statement).
 pub(crate) const LIVE_SEG: &str = "seg NOT IN (SELECT id FROM segments WHERE state = 2)";
+// The two filters spell out DROPPED's value (string constants cannot format it in).
+const _: () = assert!(DROPPED == 2);
 /// The same test for one row of `records` (one lookup of its segment).
 pub(crate) const LIVE_ROW: &str =
     "NOT EXISTS (SELECT 1 FROM segments s WHERE s.id = records.seg AND s.state = 2)";
@@ -175,6 +177,13 @@ pub(crate) struct ExpiryScan {
 }
 
 impl ExpiryScan {
+    /// A scan of every row: for a writer whose last sweep left no dropped segment with
+    /// rows, so that there is nothing to skip and no need to look at the segment table.
+    pub(crate) const EVERY_ROW: Self = Self {
+        floor: f64::NEG_INFINITY,
+        interleaved: false,
+    };
+
     /// The SQL condition the scan adds to leave out rows of dropped segments (none when
     /// no such row can lie past the floor: the check costs a lookup per row).
     pub(crate) fn filter(&self) -> String {

@@ -397,10 +397,7 @@ impl EngineWriter for SegmentsWriter {
                 // No dropped segment left with rows (the last sweep found none): nothing to
                 // skip, and no look at the segment table.
                 let scan = if w.cache.dead == Some(false) {
-                    index::ExpiryScan {
-                        floor: f64::NEG_INFINITY,
-                        interleaved: false,
-                    }
+                    index::ExpiryScan::EVERY_ROW
                 } else {
                     w.index.expiry_scan(w.window)?
                 };
