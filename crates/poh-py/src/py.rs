@@ -381,8 +381,8 @@ async fn list_ids(sm: StorageManager) -> Outcome {
     let mut ids = Vec::new();
     let mut after = None;
     loop {
-        let page = sm.list_page(after, LIST_PAGE).await?;
-        ids.extend(page.rows.into_iter().map(|r| r.tx_id));
+        let page = sm.list_ids_page(after, LIST_PAGE).await?;
+        ids.extend(page.ids);
         match page.next {
             Some(n) => after = Some(n),
             None => break,

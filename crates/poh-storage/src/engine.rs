@@ -33,7 +33,9 @@ pub struct MetaRow {
     pub holder_id: String,
     /// UNIX seconds.
     pub timestamp: f64,
-    /// Lowercase hex SHA-256 of the payload.
+    /// Lowercase hex SHA-256 of the payload. Empty only on a segments store whose record
+    /// (the hash's only copy there) cannot be read or fails its header check: a damaged
+    /// record, which `verify` reports and a load refuses.
     pub storage_hash: String,
     /// Payload size in bytes; `None` for legacy rows.
     pub size: Option<u64>,
@@ -112,8 +114,23 @@ pub(crate) trait EngineReader: Send {
     }
     /// The row of `tx_id`, without reading the payload.
     fn row(&mut self, tx_id: &str) -> Result<Option<MetaRow>>;
+    /// True if `tx_id` has a row. The default looks the row up; an engine whose rows need
+    /// more than a lookup (the segments engine reads the hash from the record's header)
+    /// answers from the lookup alone.
+    fn contains(&mut self, tx_id: &str) -> Result<bool> {
+        Ok(self.row(tx_id)?.is_some())
+    }
     /// Up to `limit` rows with `tx_id > after`, in id order.
     fn page(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<MetaRow>>;
+    /// The ids of [`page`](Self::page), without the rest of each row. The default takes
+    /// them from `page`.
+    fn page_ids(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        Ok(self
+            .page(after, limit)?
+            .into_iter()
+            .map(|r| r.tx_id)
+            .collect())
+    }
     /// Up to `limit` rows with `now - timestamp > ttl` in `(timestamp, tx_id)` order,
     /// strictly after `after`.
     fn find_expired(

@@ -75,7 +75,7 @@ pub use fs::{
 };
 pub use group::{MAX_GROUP_BYTES, MAX_GROUP_TXS};
 pub use layout::{DEFAULT_SEGMENT_WINDOW, LAYOUT_FILE, Layout};
-pub use manager::{Page, StorageManager};
+pub use manager::{IdPage, Page, StorageManager};
 pub use migrate::{MIGRATED_MARKER, MigrateReport, migrate};
 pub use options::{DEFAULT_LOCK_TIMEOUT, OpenOptions};
 pub use poh_types::{Limits, Tx, TxId};

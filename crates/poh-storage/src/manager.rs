@@ -37,6 +37,15 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// A page of [`StorageManager::list_ids_page`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdPage {
+    /// Ids in order.
+    pub ids: Vec<String>,
+    /// Pass as `after` to get the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
 /// A durable, verified transaction store: payload files under a base directory and
 /// metadata in a database. Cheap to clone; all clones share one writer.
 #[derive(Clone)]
@@ -402,7 +411,7 @@ impl StorageManager {
     /// True if a row exists for `id` (the payload is not read).
     pub async fn exists(&self, id: &TxId) -> Result<bool> {
         let id = id.clone();
-        self.read(move |inner| Self::with_reader(inner, |m| Ok(m.row(id.as_str())?.is_some())))
+        self.read(move |inner| Self::with_reader(inner, |m| m.contains(id.as_str())))
             .await
     }
 
@@ -425,6 +434,22 @@ impl StorageManager {
                 None
             };
             Ok(Page { rows, next })
+        })
+        .await
+    }
+
+    /// The ids of [`list_page`](Self::list_page), without the rest of each row: what a
+    /// listing of ids needs, and on a segments store no read of the records' headers.
+    pub async fn list_ids_page(&self, after: Option<String>, limit: usize) -> Result<IdPage> {
+        let limit = limit.max(1);
+        self.read(move |inner| {
+            let ids = Self::with_reader(inner, |m| m.page_ids(after.as_deref(), limit))?;
+            let next = if ids.len() == limit {
+                ids.last().cloned()
+            } else {
+                None
+            };
+            Ok(IdPage { ids, next })
         })
         .await
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::{id, tx};
 use poh_storage::{Layout, OpenOptions, ProblemKind, RecoverReport, StorageError, StorageManager};
+use sha2::Digest as _;
 use tempfile::TempDir;
 
 struct Store {
@@ -225,6 +226,25 @@ async fn a_corrupt_record_is_quarantined_exactly_and_never_served() {
             assert_eq!(got.unwrap().as_ref(), Some(t));
         }
     }
+    // The metadata's hash comes from the record's header: t2's header is intact, t5's is
+    // not, and its hash is then empty (never a made-up one). Listing ids reads no header.
+    let rows = sm.list_page(None, 100).await.unwrap().rows;
+    assert_eq!(rows.len(), 9);
+    for r in &rows {
+        let want = match r.tx_id.as_str() {
+            "t5" => String::new(),
+            "later" => hex::encode(sha2::Sha256::digest(b"later")),
+            t => hex::encode(sha2::Sha256::digest(format!("payload {}", &t[1..]))),
+        };
+        assert_eq!(r.storage_hash, want, "{r:?}");
+    }
+    assert_eq!(sm.meta(&id("t5")).await.unwrap().unwrap().storage_hash, "");
+    let ids = sm.list_ids_page(None, 100).await.unwrap().ids;
+    assert_eq!(
+        ids,
+        rows.iter().map(|r| r.tx_id.clone()).collect::<Vec<_>>()
+    );
+    assert!(sm.exists(&id("t5")).await.unwrap());
     let bad: BTreeSet<String> = ["t2", "t5"].iter().map(|s| s.to_string()).collect();
     let before = common::snapshot::snapshot(st.dir.path());
     let report = sm.verify().await.unwrap();
@@ -257,6 +277,12 @@ async fn a_corrupt_record_is_quarantined_exactly_and_never_served() {
             "{note}"
         );
         assert!(!note["problem"].as_str().unwrap().is_empty());
+        // The hash, from the record's header while that is intact.
+        let hash = &note["storage_hash"];
+        match tx_id.as_str() {
+            "t2" => assert_eq!(hash, &hex::encode(sha2::Sha256::digest(b"payload 2"))[..]),
+            _ => assert!(hash.is_null(), "{note}"),
+        }
         let kept = std::fs::read(p.with_extension("bin")).unwrap();
         if tx_id == "t2" {
             let off = note["offset"].as_u64().unwrap() as usize;
@@ -485,35 +511,75 @@ async fn a_dropped_window_leaves_at_once_and_its_rows_are_swept_in_bounded_steps
 }
 
 #[tokio::test]
-async fn a_version_1_index_is_read_as_it_is_and_upgraded_by_a_writer() {
+async fn an_index_of_an_earlier_version_is_read_as_it_is_and_upgraded_by_a_writer() {
     let st = Store::new();
     let sm = st.open().await;
     sm.save(tx("a", 10.0, b"x")).await.unwrap();
     sm.close().await.unwrap();
+    let db = || rusqlite::Connection::open(&st.db).unwrap();
     let version = || -> i64 {
-        rusqlite::Connection::open(&st.db)
-            .unwrap()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+        db().query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap()
     };
-    assert_eq!(version(), 2);
+    let hash_len = |id: &str| -> i64 {
+        db().query_row(
+            "SELECT length(hash) FROM records WHERE tx_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
     let set = |v: i64| {
-        rusqlite::Connection::open(&st.db)
-            .unwrap()
-            .execute_batch(&format!("PRAGMA user_version = {v}"))
+        db().execute_batch(&format!("PRAGMA user_version = {v}"))
             .unwrap()
     };
-    set(1);
-    let ro = st.open_read_only().await;
-    assert_eq!(ro.load(&id("a")).await.unwrap().unwrap().payload, b"x");
-    ro.close().await.unwrap();
-    assert_eq!(version(), 1, "a read-only handle changes nothing");
+    let sha_hex = |p: &[u8]| hex::encode(sha2::Sha256::digest(p));
+    // Version 3: the row holds no hash; the metadata reads it from the record's header.
+    assert_eq!(version(), 3);
+    assert_eq!(hash_len("a"), 0);
+    // An index written by a version-2 or version-1 binary: its rows hold the hash.
+    db().execute(
+        "UPDATE records SET hash = ?1 WHERE tx_id = 'a'",
+        [&sha2::Sha256::digest(b"x")[..]],
+    )
+    .unwrap();
+    for old in [1, 2] {
+        set(old);
+        let ro = st.open_read_only().await;
+        assert_eq!(ro.load(&id("a")).await.unwrap().unwrap().payload, b"x");
+        assert_eq!(
+            ro.meta(&id("a")).await.unwrap().unwrap().storage_hash,
+            sha_hex(b"x")
+        );
+        ro.close().await.unwrap();
+        assert_eq!(version(), old, "a read-only handle changes nothing");
+    }
     let sm = st.open().await;
     sm.save(tx("b", 20.0, b"y")).await.unwrap();
+    assert_eq!(version(), 3);
+    assert_eq!(
+        (hash_len("a"), hash_len("b")),
+        (32, 0),
+        "old rows keep their hashes"
+    );
+    for (i, p) in [("a", b"x"), ("b", b"y")] {
+        assert_eq!(sm.load(&id(i)).await.unwrap().unwrap().payload, p);
+        assert_eq!(
+            sm.meta(&id(i)).await.unwrap().unwrap().storage_hash,
+            sha_hex(p)
+        );
+    }
+    // A hash the index holds is still checked: one that is not the payload's is refused.
+    db().execute(
+        "UPDATE records SET hash = ?1 WHERE tx_id = 'a'",
+        [&sha2::Sha256::digest(b"not x")[..]],
+    )
+    .unwrap();
+    let err = sm.load(&id("a")).await.unwrap_err();
+    assert!(matches!(err, StorageError::Integrity { .. }), "{err}");
     sm.close().await.unwrap();
-    assert_eq!(version(), 2);
     // A later version than this build knows is refused, never served.
-    set(3);
+    set(4);
     let err = StorageManager::open_with(&st.base, &st.db, OpenOptions::default())
         .await
         .unwrap_err();

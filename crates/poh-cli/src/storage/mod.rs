@@ -34,7 +34,7 @@ use crate::common::{
 use crate::pyfmt::{prototype_tx_json, py_json_str};
 pub use import::ImportArgs;
 
-/// Ids fetched per `list_page` call while streaming `list`.
+/// Ids fetched per `list_ids_page` call while streaming `list`.
 const LIST_PAGE: usize = 1000;
 
 const AFTER_HELP: &str = "\
@@ -396,14 +396,14 @@ fn cmd_list<W: Write>(opts: &StoreOpts, out: &mut Out<W>) -> Result<()> {
         let mut first = true;
         loop {
             let page = rt
-                .call(sm.list_page(after.take(), LIST_PAGE))
+                .call(sm.list_ids_page(after.take(), LIST_PAGE))
                 .context("cannot list txs")?;
-            for row in &page.rows {
+            for id in &page.ids {
                 if !first {
                     out.put(", ")?;
                 }
                 first = false;
-                out.put(&py_json_str(&row.tx_id))?;
+                out.put(&py_json_str(id))?;
             }
             match page.next {
                 Some(next) => after = Some(next),

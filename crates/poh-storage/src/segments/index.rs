@@ -2,7 +2,7 @@
 //! is, and account each segment's live and dead bytes. (The segments are the data; the
 //! index is what is committed: a record is part of the store once its row is.)
 //!
-//! Schema (version 2, `PRAGMA application_id` = "PoHS"):
+//! Schema (version 3, `PRAGMA application_id` = "PoHS"):
 //! ```sql
 //! CREATE TABLE records (
 //!   tx_id TEXT PRIMARY KEY NOT NULL,
@@ -11,7 +11,8 @@
 //!   size INTEGER NOT NULL,         -- payload bytes
 //!   timestamp REAL NOT NULL,
 //!   holder_id TEXT NOT NULL,
-//!   hash BLOB NOT NULL             -- payload SHA-256 (32 bytes)
+//!   hash BLOB NOT NULL             -- empty: the record's header holds the payload's
+//!                                  -- SHA-256 (rows of a version-2 index: the 32 bytes)
 //! ) WITHOUT ROWID;
 //! CREATE INDEX records_time ON records(timestamp, tx_id);   -- expiry, dry runs
 //! CREATE INDEX records_seg ON records(seg, off);            -- verify, compaction, drops
@@ -31,6 +32,14 @@
 //! rows. They are no longer part of the store: every lookup, listing and count leaves them
 //! out ([`LIVE_SEG`], [`LIVE_ROW`]), and the writer deletes them in bounded sweeps after
 //! the drop (docs/design.md §7.5). A version-1 binary would serve them, so it is refused.
+//!
+//! Version 3 (the same tables again) writes no hash into a row: the record's header holds
+//! the payload's SHA-256 under its header check, and a load checks the payload against it
+//! anyway. That is a third of the index's bytes (docs/design.md §7.1). Metadata reads that
+//! return the hash ([`Row::meta`] callers: one row, a page, a dry run) read it from the
+//! header; listings of ids and loads need nothing more than before. Rows of a version-2
+//! index keep their hashes, and both are checked. A version-2 binary would find no hash
+//! to check against, so it is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -40,8 +49,8 @@ use crate::engine::{MetaRow, Stats};
 use crate::error::{Result, StorageError};
 use crate::files::meta::{SqliteBackend, cutoff, meta_err, schema_version};
 
-/// Schema version of the segments index (see the module's notes on version 2).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+/// Schema version of the segments index (see the module's notes on versions 2 and 3).
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 /// `PRAGMA application_id` of a segments index ("PoHS").
 pub(crate) const APPLICATION_ID: i64 = 0x506F_4853;
 
@@ -59,8 +68,13 @@ pub(crate) struct Row {
     pub(crate) size: u64,
     pub(crate) timestamp: f64,
     pub(crate) holder_id: String,
-    pub(crate) hash: [u8; 32],
+    /// The payload's SHA-256 as the index holds it (rows written before version 3), or as
+    /// read from the record's header; `None` when neither is at hand.
+    pub(crate) hash: Option<[u8; 32]>,
 }
+
+/// What a version-3 row stores as its hash: nothing (the record's header holds it).
+pub(crate) const NO_HASH: &[u8] = &[];
 
 impl Row {
     pub(crate) fn meta(&self) -> MetaRow {
@@ -68,7 +82,7 @@ impl Row {
             tx_id: self.tx_id.clone(),
             holder_id: self.holder_id.clone(),
             timestamp: self.timestamp,
-            storage_hash: hex::encode(self.hash),
+            storage_hash: self.hash.map(hex::encode).unwrap_or_default(),
             size: Some(self.size),
         }
     }
@@ -133,10 +147,16 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 
 pub(crate) fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     let blob: Vec<u8> = r.get(6)?;
-    let mut hash = [0u8; 32];
-    if blob.len() == 32 {
-        hash.copy_from_slice(&blob);
-    }
+    // Empty: in the record's header. Any length but 32 is damage, and matches no payload.
+    let hash = match blob.len() {
+        0 => None,
+        32 => {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(&blob);
+            Some(h)
+        }
+        _ => Some([0u8; 32]),
+    };
     Ok(Row {
         tx_id: r.get(0)?,
         seg: to_u64(r.get(1)?),
@@ -282,13 +302,14 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<()> {
     if version == SCHEMA_VERSION {
         return check_schema(conn, path);
     }
-    if version == 1 {
-        // Same tables; from now on a dropped segment may keep rows (its garbage), which a
-        // version-1 binary would serve, so the version says so.
+    if version == 1 || version == 2 {
+        // Same tables. From version 2 on a dropped segment may keep rows (its garbage),
+        // which a version-1 binary would serve; from version 3 on new rows carry no hash,
+        // which a version-2 binary would have nothing to check against. The version says so.
         check_schema(conn, path)?;
         return conn
             .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-            .map_err(|e| err("upgrade the index to version 2", e));
+            .map_err(|e| err(&format!("upgrade the index to version {SCHEMA_VERSION}"), e));
     }
     let tx = conn
         .unchecked_transaction()

@@ -72,6 +72,15 @@ impl SegmentsReader {
         Ok(Some(ov.clone()))
     }
 
+    /// Up to `limit` rows after `after` in id order: the index's, with the overlay's.
+    fn page_rows(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<Row>> {
+        let rows = self.index.page(after, limit)?;
+        Ok(match self.overlay()? {
+            Some(ov) => ov.page(rows, after, limit),
+            None => rows,
+        })
+    }
+
     /// The row of `tx_id`: the overlay's, else the index's.
     fn lookup(&mut self, tx_id: &str) -> Result<Option<Row>> {
         if let Some(r) = self.overlay()?.and_then(|ov| ov.get(tx_id).cloned()) {
@@ -138,7 +147,7 @@ pub(crate) fn check_bytes(
         &row.holder_id,
         row.timestamp,
         row.size,
-        &row.hash,
+        row.hash.as_ref(),
     ) {
         return Ok(());
     }
@@ -168,12 +177,14 @@ pub(crate) fn check_bytes(
             h.size
         )));
     }
-    if h.sha != row.hash {
+    if let Some(hash) = row.hash
+        && h.sha != hash
+    {
         return Err(Problem::Corrupt(format!(
             "payload SHA-256 {} at {} does not match the recorded {}",
             hex::encode(h.sha),
             at(),
-            hex::encode(row.hash)
+            hex::encode(hash)
         )));
     }
     Err(Problem::Corrupt(format!(
@@ -222,6 +233,72 @@ impl SegmentsReader {
             self.open.remove(&row.seg);
         }
         res
+    }
+
+    /// The hash of `row`'s payload from its record's header, read and checked (index rows
+    /// of version 3 carry none). When the record is not there or not the row's, the row
+    /// is looked up again (it may have moved or gone meanwhile) and `*row` becomes the
+    /// current one; a record still not the row's after a few looks is damaged and leaves
+    /// `row.hash` at `None` (the metadata's hash is then empty: `verify` reports it, a load
+    /// refuses it).
+    fn fill_hash(&mut self, row: &mut Row) -> Result<()> {
+        for _ in 0..3 {
+            if row.hash.is_some() {
+                return Ok(());
+            }
+            match self.header_hash(row) {
+                Ok(h) => {
+                    row.hash = Some(h);
+                    return Ok(());
+                }
+                Err(Problem::Io(e)) => {
+                    return Err(StorageError::io(
+                        "read a record header (for its payload hash)",
+                        self.dir.path(row.seg),
+                        e,
+                    ));
+                }
+                Err(_) => match self.lookup(&row.tx_id)? {
+                    Some(now) if (now.seg, now.off) != (row.seg, row.off) => *row = now,
+                    _ => break,
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// One read of `row`'s record header, checked against the row.
+    fn header_hash(&mut self, row: &Row) -> std::result::Result<[u8; 32], Problem> {
+        let res = self.file(row.seg).and_then(|f| {
+            let len = record::header_len(row.tx_id.len(), row.holder_id.len());
+            let b = read_exact_at(&*f, row.off, len).map_err(Problem::Io)?;
+            record::header_is(
+                &b,
+                &row.tx_id,
+                &row.holder_id,
+                row.timestamp,
+                row.size,
+                None,
+            )
+            .ok_or_else(|| Problem::Corrupt("not the row's record header".into()))
+        });
+        if res.is_err() {
+            self.open.remove(&row.seg);
+        }
+        res
+    }
+
+    /// The metadata of `rows`, each hash filled in ([`Self::fill_hash`]), the headers read
+    /// in segment and offset order.
+    fn metas(&mut self, mut rows: Vec<Row>) -> Result<Vec<MetaRow>> {
+        let mut todo: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].hash.is_none())
+            .collect();
+        todo.sort_by_key(|&i| (rows[i].seg, rows[i].off));
+        for i in todo {
+            self.fill_hash(&mut rows[i])?;
+        }
+        Ok(rows.iter().map(Row::meta).collect())
     }
 }
 
@@ -286,17 +363,41 @@ impl EngineReader for SegmentsReader {
         out
     }
 
+    /// One lookup and one read, as [`load`](EngineReader::load) makes (the default would
+    /// also read the record's header for the row's hash).
+    fn load_small(&mut self, id: &TxId, max_bytes: u64) -> Option<Option<Tx>> {
+        match self.lookup(id.as_str()).ok()? {
+            None => Some(None),
+            Some(row) if row.size <= max_bytes => {
+                let payload = self.read(&row).ok()?;
+                Some(Some(tx_of(id, row, payload)))
+            }
+            Some(_) => None,
+        }
+    }
+
+    fn contains(&mut self, tx_id: &str) -> Result<bool> {
+        Ok(self.lookup(tx_id)?.is_some())
+    }
+
     fn row(&mut self, tx_id: &str) -> Result<Option<MetaRow>> {
-        Ok(self.lookup(tx_id)?.map(|r| r.meta()))
+        match self.lookup(tx_id)? {
+            Some(r) => Ok(self.metas(vec![r])?.pop()),
+            None => Ok(None),
+        }
     }
 
     fn page(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<MetaRow>> {
-        let rows = self.index.page(after, limit)?;
-        let rows = match self.overlay()? {
-            Some(ov) => ov.page(rows, after, limit),
-            None => rows,
-        };
-        Ok(rows.iter().map(Row::meta).collect())
+        let rows = self.page_rows(after, limit)?;
+        self.metas(rows)
+    }
+
+    fn page_ids(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        Ok(self
+            .page_rows(after, limit)?
+            .into_iter()
+            .map(|r| r.tx_id)
+            .collect())
     }
 
     fn find_expired(
@@ -324,7 +425,7 @@ impl EngineReader for SegmentsReader {
                 .index
                 .find_expired(now, ttl, after, limit, self.window)?,
         };
-        Ok(rows.iter().map(Row::meta).collect())
+        self.metas(rows)
     }
 
     fn stats(&mut self) -> Result<Stats> {

@@ -197,41 +197,61 @@ pub(crate) fn parse_header(b: &[u8]) -> Result<Header, Bad> {
 }
 
 /// True when `b` is exactly the record of these fields: every header byte, the header
-/// check and the payload's SHA-256 agree. No allocation: the load path's check (a `false`
-/// is explained by [`parse`]).
+/// check and the payload's SHA-256 agree (with `sha` when the index holds one; with the
+/// header's own otherwise). No allocation: the load path's check (a `false` is explained
+/// by [`parse`]).
 pub(crate) fn is_exactly(
     b: &[u8],
     tx_id: &str,
     holder_id: &str,
     timestamp: f64,
     size: u64,
-    sha: &[u8; 32],
+    sha: Option<&[u8; 32]>,
 ) -> bool {
-    let (id, holder) = (tx_id.as_bytes(), holder_id.as_bytes());
-    let hlen = header_len(id.len(), holder.len());
     let Ok(size_usize) = usize::try_from(size) else {
         return false;
     };
-    if b.len() != hlen + size_usize || id.len() > usize::from(u16::MAX) {
-        return false;
+    let hlen = header_len(tx_id.len(), holder_id.len());
+    b.len() == hlen + size_usize
+        && header_is(&b[..hlen], tx_id, holder_id, timestamp, size, sha).is_some()
+        && sha256(&b[hlen..]) == b[44..76]
+}
+
+/// The payload SHA-256 of the header `b` (exactly the header's bytes) when it is the
+/// header of a record of these fields, `sha` included when given: checked like
+/// [`is_exactly`], without the payload. No allocation.
+pub(crate) fn header_is(
+    b: &[u8],
+    tx_id: &str,
+    holder_id: &str,
+    timestamp: f64,
+    size: u64,
+    sha: Option<&[u8; 32]>,
+) -> Option<[u8; 32]> {
+    let (id, holder) = (tx_id.as_bytes(), holder_id.as_bytes());
+    let hlen = header_len(id.len(), holder.len());
+    if b.len() != hlen || id.len() > usize::from(u16::MAX) {
+        return None;
     }
     let body = hlen - CHECK;
-    b[0..4] == MAGIC
+    let ok = b[0..4] == MAGIC
         && b[4] == VERSION
         && b[5] == 0
         && u16_at(b, 6) as usize == id.len()
         && u32_at(b, 8) as usize == holder.len()
         && u64_at(b, 12) == size
         && u64_at(b, 20) == timestamp.to_bits()
-        && b[44..76] == sha[..]
+        && sha.is_none_or(|h| b[44..76] == h[..])
         && &b[FIXED..FIXED + id.len()] == id
         && &b[FIXED + id.len()..body] == holder
-        && sha256(&b[..body])[..CHECK] == b[body..hlen]
-        && sha256(&b[hlen..]) == *sha
+        && sha256(&b[..body])[..CHECK] == b[body..hlen];
+    ok.then(|| {
+        let mut h = [0u8; 32];
+        h.copy_from_slice(&b[44..76]);
+        h
+    })
 }
 
-/// Parses the whole record at the start of `b` and checks its payload: the header and the
-/// payload bytes.
 pub(crate) fn parse(b: &[u8]) -> Result<(Header, &[u8]), Bad> {
     let h = parse_header(b)?;
     let start = h.header_len();
@@ -267,8 +287,22 @@ mod tests {
         encode(&mut buf, &t, &sha256(&t.payload), 7, 2, 1);
         let (h, payload) = parse(&buf).unwrap();
         let sha = sha256(&t.payload);
-        assert!(is_exactly(&buf, "id-1", "holder", t.timestamp, 13, &sha));
-        assert!(!is_exactly(&buf, "id-2", "holder", t.timestamp, 13, &sha));
+        assert!(is_exactly(
+            &buf,
+            "id-1",
+            "holder",
+            t.timestamp,
+            13,
+            Some(&sha)
+        ));
+        assert!(!is_exactly(
+            &buf,
+            "id-2",
+            "holder",
+            t.timestamp,
+            13,
+            Some(&sha)
+        ));
         assert_eq!(h.tx_id, "id-1");
         assert_eq!(h.holder_id, "holder");
         assert_eq!(h.timestamp, t.timestamp);
@@ -280,8 +314,45 @@ mod tests {
             bad[i] ^= 0x01;
             assert!(parse(&bad).is_err(), "flip at byte {i} went unnoticed");
             assert!(
-                !is_exactly(&bad, "id-1", "holder", t.timestamp, 13, &sha),
+                !is_exactly(&bad, "id-1", "holder", t.timestamp, 13, Some(&sha)),
                 "flip at byte {i} passed the fast check"
+            );
+            assert!(
+                !is_exactly(&bad, "id-1", "holder", t.timestamp, 13, None),
+                "flip at byte {i} passed the fast check without the index's hash"
+            );
+        }
+        // The header alone: its hash when every field and its check agree, nothing else.
+        let hlen = header_len(4, 6);
+        let head = &buf[..hlen];
+        let at = |h: &[u8], id, holder, ts, size, sha| header_is(h, id, holder, ts, size, sha);
+        assert_eq!(at(head, "id-1", "holder", t.timestamp, 13, None), Some(sha));
+        assert_eq!(
+            at(head, "id-1", "holder", t.timestamp, 13, Some(&sha)),
+            Some(sha)
+        );
+        assert_eq!(
+            at(head, "id-1", "holder", t.timestamp, 13, Some(&[0; 32])),
+            None
+        );
+        assert_eq!(at(head, "id-2", "holder", t.timestamp, 13, None), None);
+        assert_eq!(at(head, "id-1", "holdex", t.timestamp, 13, None), None);
+        assert_eq!(
+            at(head, "id-1", "holder", t.timestamp + 1.0, 13, None),
+            None
+        );
+        assert_eq!(at(head, "id-1", "holder", t.timestamp, 12, None), None);
+        assert_eq!(
+            at(&head[..hlen - 1], "id-1", "holder", t.timestamp, 13, None),
+            None
+        );
+        for i in 0..hlen {
+            let mut bad = head.to_vec();
+            bad[i] ^= 0x01;
+            assert_eq!(
+                at(&bad, "id-1", "holder", t.timestamp, 13, None),
+                None,
+                "flip at {i}"
             );
         }
         for cut in 0..buf.len() {

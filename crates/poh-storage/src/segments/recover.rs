@@ -32,12 +32,26 @@ use crate::report::{Finding, ProblemKind, RecoverReport};
 const PAGE: usize = 512;
 
 /// The JSON note kept in `.quarantine/` for a record the store stops serving.
-pub(crate) fn note(row: &Row, segment: &Path, problem: &str) -> String {
+/// Its hash is the row's, else the one in the record's header when that header (at the
+/// start of `bytes`) is intact and the row's; `null` when neither is known.
+pub(crate) fn note(row: &Row, segment: &Path, problem: &str, bytes: Option<&[u8]>) -> String {
+    let hlen = super::record::header_len(row.tx_id.len(), row.holder_id.len());
+    let hash = row.hash.or_else(|| {
+        let header = bytes?.get(..hlen)?;
+        super::record::header_is(
+            header,
+            &row.tx_id,
+            &row.holder_id,
+            row.timestamp,
+            row.size,
+            None,
+        )
+    });
     serde_json::json!({
         "tx_id": row.tx_id,
         "holder_id": row.holder_id,
         "timestamp": row.timestamp,
-        "storage_hash": hex::encode(row.hash),
+        "storage_hash": hash.map(hex::encode),
         "size": row.size,
         "segment": segment.display().to_string(),
         "offset": row.off,
@@ -556,7 +570,7 @@ impl Scan<'_> {
     /// quarantined again next time), never a row dropped without a note.
     fn quarantine(&self, index: &Index, b: &Bad) -> String {
         let seg_path = self.dir.path(b.row.seg);
-        let n = note(&b.row, &seg_path, &b.detail);
+        let n = note(&b.row, &seg_path, &b.detail, b.bytes.as_deref());
         let kept = match self
             .dir
             .quarantine_bytes(&b.row.tx_id, b.bytes.as_deref(), &n)

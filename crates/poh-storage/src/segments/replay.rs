@@ -219,7 +219,7 @@ pub(crate) fn pending_rows(dir: &SegDir, index: &Index) -> Result<Vec<Row>> {
                 size: r.h.size,
                 timestamp: r.h.timestamp,
                 holder_id: r.h.holder_id.clone(),
-                hash: r.h.sha,
+                hash: Some(r.h.sha),
             }
         })
         .collect())
@@ -361,7 +361,7 @@ fn commit(
                     to_i64(h.size),
                     h.timestamp,
                     h.holder_id,
-                    &h.sha[..]
+                    super::index::NO_HASH
                 ],
                 &format!("replay tx {}", h.tx_id),
             )?;

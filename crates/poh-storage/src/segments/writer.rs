@@ -1184,7 +1184,7 @@ impl SegmentsWriter {
                         size: tx.payload.len() as u64,
                         timestamp: tx.timestamp,
                         holder_id: tx.holder_id.clone(),
-                        hash: sha,
+                        hash: Some(sha),
                     });
                 }
             }
@@ -1293,7 +1293,7 @@ impl SegmentsWriter {
                 to_i64(r.size),
                 r.timestamp,
                 r.holder_id,
-                &r.hash[..]
+                index::NO_HASH
             ];
             let failed = |e| self.index.err(format!("insert row of tx {}", r.tx_id), e);
             if insert.execute(values).map_err(failed)? == 0 {
@@ -1395,7 +1395,7 @@ impl SegmentsWriter {
         // Quarantine first (durably): a crash before the commit leaves a copy in
         // quarantine and the row in place, never a row dropped without its bytes kept.
         for (row, data, why) in &bad {
-            let note = super::recover::note(row, &src_path, why);
+            let note = super::recover::note(row, &src_path, why, Some(data));
             self.dir.quarantine_bytes(&row.tx_id, Some(data), &note)?;
         }
         let mut staged: Vec<Staged> = Vec::new();
