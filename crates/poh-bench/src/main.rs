@@ -680,7 +680,31 @@ async fn run_phases(
             None => break,
         }
     }
-    rows.push(p.end(n, "list", listed, None, "pages of 1000"));
+    rows.push(p.end(
+        n,
+        "list",
+        listed,
+        None,
+        "pages of 1000 full rows (on segments: each hash read from its record's header)",
+    ));
+    let p = Phase::start();
+    let mut after = None;
+    let mut listed = 0u64;
+    loop {
+        let page = sm.list_ids_page(after, 1000).await?;
+        listed += page.ids.len() as u64;
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    rows.push(p.end(
+        n,
+        "list ids",
+        listed,
+        None,
+        "pages of 1000 ids, as `poh-storage list` does",
+    ));
 
     // 6. TTL pass with nothing expired (median of 50), through poh-ttl as the daemon runs it
     let now = T0 + 2e7;

@@ -352,7 +352,7 @@ async fn load_parallel(
     ids: Vec<TxId>,
 ) -> Result<Vec<Result<Option<Tx>, StorageError>>, StorageError> {
     const MIN_PART: usize = 64;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = poh_storage::cores();
     let parts = (ids.len() / MIN_PART).clamp(1, cores);
     if parts == 1 {
         return sm.load_many(ids).await;

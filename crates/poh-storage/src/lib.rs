@@ -78,6 +78,7 @@ pub use layout::{DEFAULT_SEGMENT_WINDOW, LAYOUT_FILE, Layout};
 pub use manager::{IdPage, Page, StorageManager};
 pub use migrate::{MIGRATED_MARKER, MigrateReport, migrate};
 pub use options::{DEFAULT_LOCK_TIMEOUT, OpenOptions};
+pub use par::cores;
 pub use poh_types::{Limits, Tx, TxId};
 pub use report::{Finding, ProblemKind, RecoverReport};
 /// Most index rows of dropped segments one TTL pass of a segments store sweeps

@@ -374,7 +374,7 @@ impl StorageManager {
     /// up to one reader per core (each part one hand-off to the blocking pool), so one
     /// caller can verify at the rate of every core.
     pub async fn load_many(&self, ids: Vec<TxId>) -> Result<Vec<Result<Option<Tx>>>> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::par::cores();
         let parts = (ids.len() / (LOAD_SPLIT_MIN / 2)).clamp(1, cores.min(MAX_LOAD_PARTS));
         if parts == 1 {
             return self

@@ -61,7 +61,8 @@ fn workload() -> Vec<Step> {
         Step::Delete("zz"),
         Step::Save(tx("g", 999.0, b"g-one")),
         Step::Batch(vec![tx("d", 991.0, b"d-two"), tx("g", 999.5, b"g-two")]),
-        // Big enough for a segments store to write its index rows while the segment syncs.
+        // Big enough for a segments store to write its index rows while its I/O thread
+        // writes and syncs the records.
         Step::Batch(
             (0..20)
                 .map(|i| tx(&format!("h{i:02}"), 900.0 + f64::from(i), b"bulk"))
@@ -532,4 +533,59 @@ async fn interrupted_metadata_transaction_leaves_no_partial_batch() {
     assert!(temps.is_empty(), "temp files left: {temps:?}");
     assert!(sm.verify().await.unwrap().is_clean());
     sm.close().await.unwrap();
+}
+
+/// A segments group big enough to be written in pieces (320 KiB, 256 KiB at a time) by the
+/// writer's I/O thread: a failure of any of its writes or of its sync fails the whole
+/// batch (a failed sync poisons the store until it is reopened), leaves none of it
+/// visible, keeps what was saved before, and a power cut right after loses nothing
+/// acknowledged. The batch then saves whole.
+#[tokio::test]
+async fn a_big_group_written_in_pieces_fails_whole_and_saves_whole_later() {
+    let batch: Vec<Tx> = (0..20)
+        .map(|i| {
+            let payload = vec![b'a' + (i % 26) as u8; 16 * 1024];
+            tx(&format!("big{i:02}"), 900.0 + f64::from(i), &payload)
+        })
+        .collect();
+    for (k, op) in [(1, Op::WriteAt), (2, Op::WriteAt), (1, Op::SyncData)] {
+        let ctx = format!("{op:?} number {k}");
+        let s = SimStore::with_layout(Layout::Segments);
+        let sm = s.open().await.unwrap();
+        sm.save(tx("before", 800.0, b"kept")).await.unwrap();
+        s.sim.inject(Fault::nth(k, libc::EIO).only(op));
+        let err = sm.save_batch(batch.clone()).await.unwrap_err();
+        assert!(matches!(err, StorageError::Io { .. }), "{ctx}: {err}");
+        s.sim.clear_faults();
+        for t in &batch {
+            assert!(!sm.exists(&t.tx_id).await.unwrap(), "{ctx}: {}", t.tx_id);
+        }
+        sm.close().await.unwrap();
+        s.sim.power_loss();
+
+        let sm = s.open().await.unwrap();
+        assert_eq!(
+            sm.load(&TxId::new("before").unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+                .payload,
+            b"kept",
+            "{ctx}"
+        );
+        for t in &batch {
+            assert!(!sm.exists(&t.tx_id).await.unwrap(), "{ctx}: {}", t.tx_id);
+        }
+        assert!(sm.verify().await.unwrap().is_clean(), "{ctx}");
+        sm.save_batch(batch.clone()).await.unwrap();
+        sm.close().await.unwrap();
+        s.sim.power_loss();
+        let sm = s.open().await.unwrap();
+        let ids: Vec<TxId> = batch.iter().map(|t| t.tx_id.clone()).collect();
+        for (t, got) in batch.iter().zip(sm.load_many(ids).await.unwrap()) {
+            assert_eq!(got.unwrap().as_ref(), Some(t), "{ctx}");
+        }
+        assert!(sm.verify().await.unwrap().is_clean(), "{ctx}");
+        sm.close().await.unwrap();
+    }
 }

@@ -210,10 +210,7 @@ fn problem(checked: Result<poh_types::Tx>, row: &MetaRow) -> Option<(ProblemKind
 impl Scan<'_> {
     /// Checks every row's payload, page by page, and fixes (or reports) what fails.
     fn rows(&mut self) -> Result<()> {
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 8);
+        let workers = crate::par::cores().clamp(1, 8);
         let mut after: Option<String> = None;
         loop {
             let rows = self.reader.page(after.as_deref(), PAGE)?;

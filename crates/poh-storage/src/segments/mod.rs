@@ -14,6 +14,7 @@
 
 pub(crate) mod dir;
 pub(crate) mod index;
+pub(crate) mod io;
 pub(crate) mod overlay;
 pub(crate) mod reader;
 pub(crate) mod record;

@@ -101,8 +101,59 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(data).into()
 }
 
-/// Appends the record of `tx` (whose payload hash is `sha`) to `out`.
+/// Appends the record of `tx` (whose payload hash is `sha`) to `out` (the writer encodes
+/// unsealed records and seals them on its I/O thread).
+#[cfg(test)]
 pub(crate) fn encode(
+    out: &mut Vec<u8>,
+    tx: &Tx,
+    sha: &[u8; 32],
+    seq: u64,
+    req_count: u32,
+    req_pos: u32,
+) {
+    let start = out.len();
+    encode_fields(out, tx, sha, seq, req_count, req_pos);
+    let check = sha256(&out[start..]);
+    out.extend_from_slice(&check[..CHECK]);
+    out.extend_from_slice(&tx.payload);
+}
+
+/// Appends `tx`'s whole record to `out` with its two hashes left as zeros (the payload's
+/// SHA-256 and the header check), for [`seal`] to fill in, on another thread if need be;
+/// returns the header's length.
+pub(crate) fn encode_unsealed(
+    out: &mut Vec<u8>,
+    tx: &Tx,
+    seq: u64,
+    req_count: u32,
+    req_pos: u32,
+) -> usize {
+    let start = out.len();
+    encode_fields(out, tx, &[0; 32], seq, req_count, req_pos);
+    out.extend_from_slice(&[0; CHECK]);
+    let hlen = out.len() - start;
+    out.extend_from_slice(&tx.payload);
+    hlen
+}
+
+/// Fills in the two hashes of a record from [`encode_unsealed`] (`rec` is exactly the
+/// record, `hlen` its header's length), which makes it the record [`encode`] writes.
+pub(crate) fn seal(rec: &mut [u8], hlen: usize) {
+    let sha = sha256(&rec[hlen..]);
+    seal_with(rec, hlen, &sha);
+}
+
+/// [`seal`] with the payload's SHA-256 computed already.
+pub(crate) fn seal_with(rec: &mut [u8], hlen: usize, sha: &[u8; 32]) {
+    rec[44..76].copy_from_slice(sha);
+    let body = hlen - CHECK;
+    let check = sha256(&rec[..body]);
+    rec[body..hlen].copy_from_slice(&check[..CHECK]);
+}
+
+/// The header's fields before its check.
+fn encode_fields(
     out: &mut Vec<u8>,
     tx: &Tx,
     sha: &[u8; 32],
@@ -112,7 +163,6 @@ pub(crate) fn encode(
 ) {
     let id = tx.tx_id.as_str().as_bytes();
     let holder = tx.holder_id.as_bytes();
-    let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.push(0);
@@ -127,9 +177,6 @@ pub(crate) fn encode(
     out.extend_from_slice(sha);
     out.extend_from_slice(id);
     out.extend_from_slice(holder);
-    let check = sha256(&out[start..]);
-    out.extend_from_slice(&check[..CHECK]);
-    out.extend_from_slice(&tx.payload);
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -358,5 +405,16 @@ mod tests {
         for cut in 0..buf.len() {
             assert!(parse(&buf[..cut]).is_err(), "cut at {cut}");
         }
+        // Encoded unsealed, then sealed: the same bytes, byte for byte.
+        let mut unsealed = b"before".to_vec();
+        let hlen = encode_unsealed(&mut unsealed, &t, 7, 2, 1);
+        assert_eq!(hlen, header_len(4, 6));
+        assert!(
+            parse(&unsealed[6..]).is_err(),
+            "an unsealed record is not a record"
+        );
+        seal(&mut unsealed[6..], hlen);
+        assert_eq!(&unsealed[..6], b"before");
+        assert_eq!(&unsealed[6..], &buf[..]);
     }
 }

@@ -391,10 +391,7 @@ fn classify(dir: &SegDir, file: Option<&dyn crate::fs::FileHandle>, row: &Row) -
 impl Scan<'_> {
     /// Every live segment, sequentially.
     fn segments(&mut self) -> Result<()> {
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 8);
+        let workers = crate::par::cores().clamp(1, 8);
         for seg in self.reader.segments()? {
             if seg.state == DROPPED {
                 continue;

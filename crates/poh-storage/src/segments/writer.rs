@@ -31,6 +31,7 @@ use super::dir::SegDir;
 use super::index::{
     self, DROPPED, Index, LIVE_ROW, OPEN, Row, SEALED, SegRow, VAR_LEN_SQL, to_i64,
 };
+use super::io::{IoThread, SegJob, seal_write_sync};
 use super::reader::{self, Problem};
 use super::record;
 use crate::engine::EngineWriter;
@@ -39,12 +40,9 @@ use crate::files::lock::{LockGuard, StoreLock};
 use crate::files::meta::cutoff;
 use crate::fs::FileHandle;
 use crate::group::clone_err;
-use crate::par::par_map;
 use crate::poison::Poison;
 use crate::report::RecoverReport;
 
-/// Payload bytes in a group from which their hashes are computed on several threads.
-const PAR_HASH_MIN: usize = 256 * 1024;
 /// Largest a segment grows before the next record of its window starts a new one.
 pub(crate) const SEGMENT_CAP: u64 = 256 * 1024 * 1024;
 /// Most records one compaction step moves.
@@ -65,6 +63,7 @@ const SWEEP_SAVE_MAX: usize = 65536;
 /// its cost here. Between [`PAD_MIN`] and [`PAD_MAX`], an eighth of the segment.
 const PAD_MIN: u64 = 64 * 1024;
 const PAD_MAX: u64 = 1024 * 1024;
+const PAD_MAX_USIZE: usize = PAD_MAX as usize;
 
 /// The zeros to write after an append of `[start, end)` to a file of `alloc` bytes: none
 /// when the append stays inside the file or is big enough to pay its own length change.
@@ -115,7 +114,12 @@ struct Staged {
     start: u64,
     /// The file's length before this command (zeros from `start` to here).
     alloc: u64,
+    /// Bytes of the records placed in it by this command (from `start`).
+    len: u64,
+    /// Those records (a save's unsealed: [`record::encode_unsealed`]).
     buf: Vec<u8>,
+    /// A save's records in `buf`: each one's offset there and header length.
+    recs: Vec<(usize, usize)>,
     file: Arc<dyn FileHandle>,
     newest: f64,
     /// Full: the next record of its window goes to a new segment.
@@ -124,7 +128,12 @@ struct Staged {
 
 impl Staged {
     fn end(&self) -> u64 {
-        self.start + self.buf.len() as u64
+        self.start + self.len
+    }
+
+    /// True when this command appends to it.
+    fn touched(&self) -> bool {
+        self.len > 0
     }
 
     /// Zeros written after this command's records.
@@ -165,6 +174,9 @@ pub(crate) struct SegmentsWriter {
     to_purge: Vec<u64>,
     /// Save commits so far (what [`Active::used`] counts in).
     commits: u64,
+    /// The thread that seals, writes and syncs a save group's records while the index
+    /// rows are written here; started at the first group big enough to use it.
+    io: Option<IoThread>,
 }
 
 impl SegmentsWriter {
@@ -191,6 +203,7 @@ impl SegmentsWriter {
             to_unlink: Vec::new(),
             to_purge: Vec::new(),
             commits: 0,
+            io: None,
         }
     }
 
@@ -492,13 +505,51 @@ const OVERLAP_MIN_RECORDS: usize = 16;
 /// `fdatasync` then only waits and flushes (measured: 6 segments synced one after the
 /// other, or on 6 threads, cost about twice as much).
 fn sync_staged(staged: &[Staged]) -> Vec<std::io::Result<()>> {
-    let touched: Vec<&Staged> = staged.iter().filter(|s| !s.buf.is_empty()).collect();
+    let touched: Vec<&Staged> = staged.iter().filter(|s| s.touched()).collect();
     if touched.len() > 1 {
         for s in &touched {
-            s.file.start_writeback(s.start, s.buf.len() as u64);
+            s.file.start_writeback(s.start, s.len);
         }
     }
     touched.iter().map(|s| s.file.sync_data()).collect()
+}
+
+/// What [`write_and_sync`] did: the microseconds the writes took and one sync result per
+/// touched segment, or the first write that failed (with its segment; nothing is synced
+/// then).
+type Written = std::result::Result<(u64, Vec<std::io::Result<()>>), (u64, std::io::Error)>;
+
+/// Writes each touched staged segment's records (`bufs[i]` for `staged[i]`, exactly its
+/// `len` bytes) at its committed length, in one positioned write with the zeros of its
+/// padding after them (when the append grows the file, see [`pad_after`]), then syncs
+/// them ([`sync_staged`]).
+fn write_and_sync(staged: &[Staged], bufs: &[Vec<u8>]) -> Written {
+    let t = std::time::Instant::now();
+    for (s, buf) in staged.iter().zip(bufs).filter(|(s, _)| s.touched()) {
+        if buf.len() as u64 != s.len {
+            // Never written: the offsets its rows name would be wrong.
+            return Err((
+                s.id,
+                std::io::Error::other(format!(
+                    "{} bytes of records encoded where {} were placed",
+                    buf.len(),
+                    s.len
+                )),
+            ));
+        }
+        let pad = usize::try_from(s.pad()).unwrap_or(0);
+        let res = if pad == 0 {
+            s.file.write_at(s.start, buf)
+        } else {
+            let mut padded = Vec::with_capacity(buf.len() + pad);
+            padded.extend_from_slice(buf);
+            padded.resize(buf.len() + pad, 0);
+            s.file.write_at(s.start, &padded)
+        };
+        res.map_err(|e| (s.id, e))?;
+    }
+    let took = t.elapsed().as_micros() as u64;
+    Ok((took, sync_staged(staged)))
 }
 
 /// Counts the record a row pointed at as dead in its segment.
@@ -789,7 +840,9 @@ impl SegmentsWriter {
                 bucket,
                 start: a.len,
                 alloc: a.alloc,
+                len: 0,
                 buf: Vec::new(),
+                recs: Vec::new(),
                 file: a.file,
                 newest: f64::NEG_INFINITY,
                 full: false,
@@ -807,7 +860,9 @@ impl SegmentsWriter {
             bucket,
             start: 0,
             alloc: 0,
+            len: 0,
             buf: Vec::new(),
+            recs: Vec::new(),
             file,
             newest: f64::NEG_INFINITY,
             full: false,
@@ -969,32 +1024,31 @@ impl SegmentsWriter {
 
     /// Writes and syncs every staged buffer (each segment in one positioned write, the
     /// syncs in parallel). A failed sync poisons the store.
-    fn write_staged(&self, staged: &[Staged]) -> Result<()> {
-        self.write_unsynced(staged)?;
-        self.check_synced(staged, sync_staged(staged))
-    }
-
-    /// Writes every staged buffer, each segment in one positioned write, and the zeros
-    /// of its padding after it (when the append grows the file, see [`pad_after`]).
-    fn write_unsynced(&self, staged: &[Staged]) -> Result<()> {
-        for s in staged.iter().filter(|s| !s.buf.is_empty()) {
-            let pad = usize::try_from(s.pad()).unwrap_or(0);
-            let res = if pad == 0 {
-                s.file.write_at(s.start, &s.buf)
-            } else {
-                let mut buf = Vec::with_capacity(s.buf.len() + pad);
-                buf.extend_from_slice(&s.buf);
-                buf.resize(s.buf.len() + pad, 0);
-                s.file.write_at(s.start, &buf)
-            };
-            res.map_err(|e| StorageError::io("append to segment", self.dir.path(s.id), e))?;
-        }
-        Ok(())
+    fn write_staged(&self, staged: &mut [Staged]) -> Result<()> {
+        let bufs: Vec<Vec<u8>> = staged
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.buf))
+            .collect();
+        let (_, synced) = write_and_sync(staged, &bufs)
+            .map_err(|(seg, e)| StorageError::io("append to segment", self.dir.path(seg), e))?;
+        self.check_synced(staged, synced)
     }
 
     /// The outcome of [`sync_staged`]: a failed sync poisons the store.
     fn check_synced(&self, staged: &[Staged], synced: Vec<std::io::Result<()>>) -> Result<()> {
-        let touched = staged.iter().filter(|s| !s.buf.is_empty());
+        let touched = staged.iter().filter(|s| s.touched());
+        if touched.clone().count() != synced.len() {
+            // Never committed: some segment's records were not written and synced.
+            return Err(StorageError::io(
+                "fdatasync segment",
+                self.dir.segs(),
+                std::io::Error::other(format!(
+                    "{} of {} segments synced",
+                    synced.len(),
+                    touched.count()
+                )),
+            ));
+        }
         for (s, r) in touched.zip(synced) {
             if let Err(e) = r {
                 let path = self.dir.path(s.id);
@@ -1011,7 +1065,7 @@ impl SegmentsWriter {
     /// cut and be replayed). A cut that fails poisons the store: what remains is past a
     /// committed length, never read, and cut or replayed at the next open.
     fn roll_back(&mut self, staged: &[Staged]) {
-        for s in staged.iter().filter(|s| !s.buf.is_empty()) {
+        for s in staged.iter().filter(|s| s.touched()) {
             self.cache.open.retain(|_, a| a.id != s.id);
             if let Err(e) = s.file.set_len(s.start).and_then(|()| s.file.sync_data()) {
                 debug!(segment = s.id, error = %e, "segment not cut back after a failure");
@@ -1025,7 +1079,7 @@ impl SegmentsWriter {
 
     /// Records the staged segments' new lengths and newest timestamps, and the seals.
     fn account_staged(&self, staged: &[Staged], seals: &[u64]) -> Result<()> {
-        for s in staged.iter().filter(|s| !s.buf.is_empty()) {
+        for s in staged.iter().filter(|s| s.touched()) {
             self.exec(
                 "UPDATE segments SET len = ?2,
                     newest = CASE WHEN newest IS NULL OR newest < ?3 THEN ?3 ELSE newest END
@@ -1142,22 +1196,24 @@ impl SegmentsWriter {
         let txs: usize = group.iter().map(|t| t.len()).sum();
         self.sweep_step((2 * txs).clamp(SWEEP_SAVE_MIN, SWEEP_SAVE_MAX))?;
         let started = std::time::Instant::now();
-        // The payloads' SHA-256 first, on the cores at hand when there is enough to hash
-        // (half the encode time of a 1,000-tx group is hashing).
-        let flat: Vec<&Tx> = group.iter().flat_map(|t| t.iter()).collect();
-        let bytes: usize = flat.iter().map(|t| t.payload.len()).sum();
-        let threads = if bytes >= PAR_HASH_MIN {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-        } else {
-            1
-        };
-        let shas = par_map(&flat, threads, |t| record::sha256(&t.payload));
-        let mut shas = shas.iter();
+        // 1. Place every record and encode it unsealed (its two hashes are left for the
+        //    I/O thread), in request order; the seqs follow it. The rows need nothing
+        //    else: an index row holds no hash (index version 3).
         let mut staged: Vec<Staged> = Vec::new();
         let mut seals: Vec<u64> = Vec::new();
-        let mut placed: Vec<Row> = Vec::new();
+        let mut placed: Vec<Row> = Vec::with_capacity(txs);
         let mut seq = self.cache.next_seq;
-        let mut encoded = started;
+        let mut left: u64 = group
+            .iter()
+            .flat_map(|t| t.iter())
+            .map(|tx| {
+                record::record_len(
+                    tx.tx_id.as_str().len(),
+                    tx.holder_id.len(),
+                    tx.payload.len() as u64,
+                )
+            })
+            .sum();
         let res = (|| -> Result<()> {
             for txs in group {
                 let count = u32::try_from(txs.len()).unwrap_or(u32::MAX);
@@ -1169,27 +1225,34 @@ impl SegmentsWriter {
                         tx.payload.len() as u64,
                     );
                     let (i, off) = self.place(&mut staged, &mut seals, bucket, len, None)?;
-                    let sha = match shas.next() {
-                        Some(h) => *h,
-                        None => record::sha256(&tx.payload),
-                    };
+                    let s = &mut staged[i];
+                    if s.buf.capacity() == 0 {
+                        // Room for the rest of the group (as much as the segment takes), so
+                        // that the buffer is never copied as it grows.
+                        let room = SEGMENT_CAP.saturating_sub(s.start).max(len);
+                        s.buf
+                            .reserve(usize::try_from(left.min(room)).unwrap_or(0) + PAD_MAX_USIZE);
+                    }
+                    left = left.saturating_sub(len);
+                    let at = s.buf.len();
                     let pos = u32::try_from(pos).unwrap_or(u32::MAX);
-                    record::encode(&mut staged[i].buf, tx, &sha, seq, count, pos);
+                    let hlen = record::encode_unsealed(&mut s.buf, tx, seq, count, pos);
+                    s.recs.push((at, hlen));
+                    s.len += len;
+                    s.newest = s.newest.max(tx.timestamp);
                     seq += 1;
-                    staged[i].newest = staged[i].newest.max(tx.timestamp);
                     placed.push(Row {
                         tx_id: tx.tx_id.to_string(),
-                        seg: staged[i].id,
+                        seg: s.id,
                         off,
                         size: tx.payload.len() as u64,
                         timestamp: tx.timestamp,
                         holder_id: tx.holder_id.clone(),
-                        hash: Some(sha),
+                        hash: None,
                     });
                 }
             }
-            encoded = std::time::Instant::now();
-            self.write_unsynced(&staged)
+            Ok(())
         })();
         // The seqs are used up even by a group that fails: records of it left past a
         // committed length stay below the high-water mark the next commit records, so a
@@ -1199,50 +1262,108 @@ impl SegmentsWriter {
             self.roll_back(&staged);
             return Err(e);
         }
-        let written = std::time::Instant::now();
-        // The index rows are written while the segments sync (on a helper thread for a
-        // group big enough to be worth it); the commit comes only after every sync
-        // succeeded, so the commit point still follows the records' durability.
-        let overlap = placed.len() >= OVERLAP_MIN_RECORDS;
-        let mut rows_us = 0u64;
-        let committed = std::thread::scope(|sc| {
-            let staged_ref = &staged;
-            let syncer = overlap.then(|| sc.spawn(move || sync_staged(staged_ref)));
-            self.txn(false, |w| {
-                let mut rows = || -> Result<Vec<u64>> {
-                    let deltas = w.insert_rows(&placed)?;
-                    w.account_staged(staged_ref, &seals)?;
-                    w.apply_deltas(&deltas)
-                };
-                let (rows, synced) = match syncer {
-                    Some(h) => {
-                        let t = std::time::Instant::now();
-                        let rows = rows();
-                        rows_us = t.elapsed().as_micros() as u64;
-                        let synced = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-                        (rows, synced)
-                    }
-                    None => {
-                        let synced = sync_staged(staged_ref);
-                        let t = std::time::Instant::now();
-                        let rows = rows();
-                        rows_us = t.elapsed().as_micros() as u64;
-                        (rows, synced)
-                    }
-                };
-                w.check_synced(staged_ref, synced)?;
-                Ok((rows?, true))
+        // Each touched segment's records, and the zeros of its padding after them.
+        let mut jobs: Vec<SegJob> = staged
+            .iter_mut()
+            .filter(|s| s.touched())
+            .map(|s| {
+                let pad = usize::try_from(s.pad()).unwrap_or(0);
+                let mut buf = std::mem::take(&mut s.buf);
+                let len = buf.len();
+                buf.resize(len + pad, 0);
+                SegJob {
+                    id: s.id,
+                    file: s.file.clone(),
+                    start: s.start,
+                    buf,
+                    len,
+                    records: std::mem::take(&mut s.recs),
+                }
             })
+            .collect();
+        if let Some((j, s)) = jobs
+            .iter()
+            .zip(staged.iter().filter(|s| s.touched()))
+            .find(|(j, s)| j.len as u64 != s.len)
+        {
+            // Never written: the offsets the rows name would be wrong.
+            let e = StorageError::io(
+                "encode records",
+                self.dir.path(s.id),
+                std::io::Error::other(format!(
+                    "{} bytes of records encoded where {} were placed",
+                    j.len, s.len
+                )),
+            );
+            self.roll_back(&staged);
+            return Err(e);
+        }
+        let placed_at = std::time::Instant::now();
+        // 2. The records are sealed, written and synced on the I/O thread (for a group
+        //    big enough to be worth the hand-off) while the index rows are written here;
+        //    the commit comes only after every write and sync succeeded, so the commit
+        //    point still follows the records' durability.
+        let overlap = placed.len() >= OVERLAP_MIN_RECORDS && self.io_thread();
+        let mut rows_us = 0u64;
+        let mut written_us = 0u64;
+        let mut sync_us = 0u64;
+        let committed = self.txn(false, |w| {
+            let rows = |w: &mut Self| -> Result<Vec<u64>> {
+                let deltas = w.insert_rows(&placed)?;
+                w.account_staged(&staged, &seals)?;
+                w.apply_deltas(&deltas)
+            };
+            let sent = match w.io.as_ref().filter(|_| overlap) {
+                Some(io) => match io.send(std::mem::take(&mut jobs)) {
+                    Ok(()) => true,
+                    Err(back) => {
+                        jobs = back;
+                        w.io = None;
+                        false
+                    }
+                },
+                None => false,
+            };
+            let (rows, done) = if sent {
+                let t = std::time::Instant::now();
+                let rows = rows(w);
+                rows_us = t.elapsed().as_micros() as u64;
+                let done = w.io.as_ref().and_then(IoThread::wait);
+                if done.is_none() {
+                    // Gone (it never is but by a bug): the next big group starts another.
+                    w.io = None;
+                }
+                (rows, done)
+            } else {
+                let done = Some(seal_write_sync(&mut jobs));
+                let t = std::time::Instant::now();
+                let rows = rows(w);
+                rows_us = t.elapsed().as_micros() as u64;
+                (rows, done)
+            };
+            let done = done.ok_or_else(|| {
+                StorageError::io(
+                    "append to segment",
+                    w.dir.segs(),
+                    std::io::Error::other("the writer's I/O thread stopped"),
+                )
+            })?;
+            let (took, synced_in, synced) =
+                done.map_err(|(seg, e)| StorageError::io("append to segment", w.dir.path(seg), e))?;
+            (written_us, sync_us) = (took, synced_in);
+            w.check_synced(&staged, synced)?;
+            Ok((rows?, true))
         });
         match committed {
             Ok(dropped) => {
                 debug!(
                     records = placed.len(),
                     segments = staged.len(),
-                    encode_us = (encoded - started).as_micros() as u64,
-                    write_us = (written - encoded).as_micros() as u64,
-                    sync_and_commit_us = written.elapsed().as_micros() as u64,
+                    place_us = (placed_at - started).as_micros() as u64,
+                    seal_and_write_us = written_us,
+                    sync_us,
                     rows_us,
+                    rest_us = placed_at.elapsed().as_micros() as u64,
                     "group committed"
                 );
                 self.remember(staged, &seals);
@@ -1254,6 +1375,17 @@ impl SegmentsWriter {
                 Err(e)
             }
         }
+    }
+
+    /// True when the I/O thread runs (started here the first time).
+    fn io_thread(&mut self) -> bool {
+        if self.io.is_none() {
+            match IoThread::start() {
+                Ok(t) => self.io = Some(t),
+                Err(e) => debug!(error = %e, "no I/O thread: records are written inline"),
+            }
+        }
+        self.io.is_some()
     }
 
     /// Writes the rows of a group's records (a later one of an id replacing the earlier),
@@ -1411,10 +1543,11 @@ impl SegmentsWriter {
                     Some(src.id),
                 )?;
                 staged[i].buf.extend_from_slice(data);
+                staged[i].len += data.len() as u64;
                 staged[i].newest = staged[i].newest.max(row.timestamp);
                 moved.push((row.clone(), staged[i].id, off));
             }
-            self.write_staged(&staged)
+            self.write_staged(&mut staged)
         })();
         if let Err(e) = res {
             self.roll_back(&staged);
