@@ -1174,6 +1174,7 @@ impl SegmentsWriter {
     }
 
     fn save_all(&mut self, group: &[&[Tx]]) -> Result<()> {
+        let entered = std::time::Instant::now();
         let lock = self.lock.clone();
         let _g = self.enter(&lock)?;
         self.compact_step()?;
@@ -1364,6 +1365,7 @@ impl SegmentsWriter {
                     sync_us,
                     rows_us,
                     rest_us = placed_at.elapsed().as_micros() as u64,
+                    before_us = (started - entered).as_micros() as u64,
                     "group committed"
                 );
                 self.remember(staged, &seals);
