@@ -25,9 +25,11 @@ pub const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 
 /// Work for the writer thread.
 pub(crate) enum Cmd {
+    /// Answered with the txs themselves once saved: the caller's thread frees them (its
+    /// allocator's memory), not this one between groups.
     Save {
         txs: Vec<Tx>,
-        reply: oneshot::Sender<Result<()>>,
+        reply: oneshot::Sender<Result<Vec<Tx>>>,
     },
     Delete {
         id: TxId,
@@ -103,8 +105,8 @@ pub(crate) fn run(mut writer: Box<dyn EngineWriter>, poison: Poison, rx: Receive
                         writer.save_group(&slices)
                     }
                 };
-                for ((_, reply), res) in group.into_iter().zip(results) {
-                    let _ = reply.send(res);
+                for ((txs, reply), res) in group.into_iter().zip(results) {
+                    let _ = reply.send(res.map(|()| txs));
                 }
             }
             Cmd::Delete { id, reply } => {
