@@ -104,17 +104,29 @@ pub(crate) fn seal_write_sync(jobs: &mut [SegJob]) -> Streamed {
             .map_err(|e| (job.id, e))?;
     }
     let written_us = t.elapsed().as_micros() as u64;
-    if jobs.len() > 1 {
-        for j in jobs.iter() {
-            j.file.start_writeback(j.start, j.buf.len() as u64);
-        }
-    }
-    let synced = jobs.iter().map(|j| j.file.sync_data()).collect();
+    let parts: Vec<(&dyn FileHandle, u64, u64)> = jobs
+        .iter()
+        .map(|j| (&*j.file, j.start, j.buf.len() as u64))
+        .collect();
+    let synced = sync_all(&parts);
     Ok((
         written_us,
         (t.elapsed().as_micros() as u64).saturating_sub(written_us),
         synced,
     ))
+}
+
+/// Syncs each file (after the write of `len` bytes at `start`); one result each. With
+/// several, the writeback of all of them is started first, so that the device takes their
+/// data in one go and each `fdatasync` then only waits and flushes (measured: 6 segments
+/// synced one after the other, or on 6 threads, cost about twice as much).
+pub(crate) fn sync_all(parts: &[(&dyn FileHandle, u64, u64)]) -> Vec<std::io::Result<()>> {
+    if parts.len() > 1 {
+        for &(file, start, len) in parts {
+            file.start_writeback(start, len);
+        }
+    }
+    parts.iter().map(|(file, ..)| file.sync_data()).collect()
 }
 
 /// The writer's I/O thread: jobs in, their outcomes out, one at a time.

@@ -31,7 +31,7 @@ use super::dir::SegDir;
 use super::index::{
     self, DROPPED, Index, LIVE_ROW, OPEN, Row, SEALED, SegRow, VAR_LEN_SQL, to_i64,
 };
-use super::io::{IoThread, SegJob, seal_write_sync};
+use super::io::{IoThread, SegJob, seal_write_sync, sync_all};
 use super::reader::{self, Problem};
 use super::record;
 use crate::engine::EngineWriter;
@@ -500,18 +500,14 @@ impl Drop for SegmentsWriter {
 /// Fewest records in a group whose index rows are written while its segments sync.
 const OVERLAP_MIN_RECORDS: usize = 16;
 
-/// Syncs every touched staged segment; one result each. With several, the writeback of
-/// all of them is started first, so that the device takes their data in one go and each
-/// `fdatasync` then only waits and flushes (measured: 6 segments synced one after the
-/// other, or on 6 threads, cost about twice as much).
+/// Syncs every touched staged segment ([`sync_all`]); one result each.
 fn sync_staged(staged: &[Staged]) -> Vec<std::io::Result<()>> {
-    let touched: Vec<&Staged> = staged.iter().filter(|s| s.touched()).collect();
-    if touched.len() > 1 {
-        for s in &touched {
-            s.file.start_writeback(s.start, s.len);
-        }
-    }
-    touched.iter().map(|s| s.file.sync_data()).collect()
+    let parts: Vec<(&dyn FileHandle, u64, u64)> = staged
+        .iter()
+        .filter(|s| s.touched())
+        .map(|s| (&*s.file, s.start, s.len))
+        .collect();
+    sync_all(&parts)
 }
 
 /// What [`write_and_sync`] did: the microseconds the writes took and one sync result per
