@@ -53,6 +53,30 @@ pub(crate) enum Cmd {
 /// (`max_yield_usec`, 100 µs by default).
 const YIELD_FOR: Duration = Duration::from_micros(100);
 
+/// How long the writer waits for another save to join a group, once the queue is empty,
+/// when saves are arriving from several callers: the callers answered by the group before
+/// are waking up to save again (~20–50 µs each here), and without the wait the group is
+/// cut before them, so that concurrent callers split into halves that each pay a whole
+/// `fdatasync`. Every arrival restarts the gap; [`GATHER_FOR`] bounds the whole wait, well
+/// under the cost of the sync it shares. Measured with poh-bench (segments, median of
+/// alternating runs with and without): 2 callers +18 %, 4 callers +30 %, 8 callers +40 %,
+/// 64 callers +12 %; a single caller never waits.
+const GATHER_GAP: Duration = Duration::from_micros(25);
+/// The longest a group waits for more saves to join it.
+const GATHER_FOR: Duration = Duration::from_micros(100);
+
+/// True while a group should keep waiting for more saves: only when saves come from
+/// several callers (the group before had more than one request, or this one already
+/// has), for [`GATHER_GAP`] after the last arrival and [`GATHER_FOR`] in all.
+fn keep_gathering(
+    last_requests: usize,
+    requests: usize,
+    since_arrival: Duration,
+    since_start: Duration,
+) -> bool {
+    (last_requests > 1 || requests > 1) && since_arrival < GATHER_GAP && since_start < GATHER_FOR
+}
+
 /// The next command: looked for without sleeping for [`YIELD_FOR`], then waited for.
 /// None once every sender is gone.
 fn next_command(rx: &Receiver<Cmd>) -> Option<Cmd> {
@@ -70,6 +94,8 @@ fn next_command(rx: &Receiver<Cmd>) -> Option<Cmd> {
 /// Runs the writer thread until [`Cmd::Close`] or until every sender is gone.
 pub(crate) fn run(mut writer: Box<dyn EngineWriter>, poison: Poison, rx: Receiver<Cmd>) {
     let mut next: Option<Cmd> = None;
+    // Requests in the last save group: more than one means concurrent callers.
+    let mut last_requests = 0usize;
     loop {
         let cmd = match next.take() {
             Some(c) => c,
@@ -83,9 +109,12 @@ pub(crate) fn run(mut writer: Box<dyn EngineWriter>, poison: Poison, rx: Receive
                 let mut bytes: usize = txs.iter().map(|t| t.payload.len()).sum();
                 let mut count = txs.len();
                 let mut group = vec![(txs, reply)];
+                let started = Instant::now();
+                let mut arrived = started;
                 while count < MAX_GROUP_TXS && bytes < MAX_GROUP_BYTES {
                     match rx.try_recv() {
                         Ok(Cmd::Save { txs, reply }) => {
+                            arrived = Instant::now();
                             count += txs.len();
                             bytes += txs.iter().map(|t| t.payload.len()).sum::<usize>();
                             group.push((txs, reply));
@@ -94,9 +123,20 @@ pub(crate) fn run(mut writer: Box<dyn EngineWriter>, poison: Poison, rx: Receive
                             next = Some(other);
                             break;
                         }
+                        Err(TryRecvError::Empty)
+                            if keep_gathering(
+                                last_requests,
+                                group.len(),
+                                arrived.elapsed(),
+                                started.elapsed(),
+                            ) =>
+                        {
+                            std::thread::yield_now();
+                        }
                         Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                     }
                 }
+                last_requests = group.len();
                 debug!(requests = group.len(), txs = count, "committing group");
                 let results = match poison.check() {
                     Err(e) => group.iter().map(|_| Err(clone_err(&e))).collect(),
@@ -165,5 +205,31 @@ pub(crate) fn clone_err(e: &StorageError) -> StorageError {
             path: std::path::PathBuf::new(),
             source: other.to_string().into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONE: Duration = Duration::ZERO;
+
+    #[test]
+    fn a_lone_caller_never_waits_for_company() {
+        assert!(!keep_gathering(0, 1, NONE, NONE));
+        assert!(!keep_gathering(1, 1, NONE, NONE));
+    }
+
+    #[test]
+    fn concurrent_callers_wait_for_the_gap_and_never_past_the_bound() {
+        // The group before had several requests, or this one has: wait.
+        assert!(keep_gathering(2, 1, NONE, NONE));
+        assert!(keep_gathering(1, 2, NONE, NONE));
+        assert!(keep_gathering(64, 30, GATHER_GAP / 2, GATHER_FOR / 2));
+        // Nobody arrived for a whole gap: stop.
+        assert!(!keep_gathering(64, 30, GATHER_GAP, GATHER_FOR / 2));
+        // Arrivals keep coming, but the whole wait is bounded.
+        assert!(!keep_gathering(64, 30, NONE, GATHER_FOR));
+        assert!(GATHER_GAP < GATHER_FOR);
     }
 }
