@@ -59,8 +59,8 @@ const YIELD_FOR: Duration = Duration::from_micros(100);
 /// cut before them, so that concurrent callers split into halves that each pay a whole
 /// `fdatasync`. Every arrival restarts the gap; [`GATHER_FOR`] bounds the whole wait, well
 /// under the cost of the sync it shares. Measured with poh-bench (segments, median of
-/// alternating runs with and without): 2 callers +18 %, 4 callers +30 %, 8 callers +40 %,
-/// 64 callers +12 %; a single caller never waits.
+/// alternating runs with and without): 2 callers +20 %, 4 callers +29 %, 8 callers +44 %,
+/// 64 callers +13 %; a single caller never waits.
 const GATHER_GAP: Duration = Duration::from_micros(25);
 /// The longest a group waits for more saves to join it.
 const GATHER_FOR: Duration = Duration::from_micros(100);
