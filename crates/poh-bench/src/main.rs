@@ -486,8 +486,10 @@ async fn run_phases(
         Layout::Postgres => PathBuf::from(pg::database(args, n)?),
         _ => base.join("poh.db"),
     };
+    // As the Python package opens stores: a lone caller's save commits on its own thread.
     let opts = poh_storage::OpenOptions {
         layout: Some(layout),
+        inline_saves: true,
         ..poh_storage::OpenOptions::default()
     };
     let sm = StorageManager::open_with(&base, &db, opts).await?;
@@ -506,7 +508,7 @@ async fn run_phases(
         "save (one at a time)",
         single as u64,
         Some(limits.single_save_limit_per_s),
-        "limit: durable file create + one durable SQLite commit",
+        "limit: durable file create + one durable SQLite commit; committed on the caller's thread (inline_saves)",
     ));
 
     // 2. batched saves: fills the store with N txs. Only the save_batch calls are timed:

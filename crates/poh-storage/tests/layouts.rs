@@ -228,6 +228,93 @@ async fn the_layout_is_recorded_and_a_mismatch_is_refused() {
     assert_eq!(common::snapshot::snapshot(fdir.path()), before);
 }
 
+/// How a save reaches the engine: with `OpenOptions::inline_saves`, a lone save on a
+/// multi-threaded runtime commits on its caller's thread; on a current-thread runtime,
+/// with the option off, or with other saves in progress it goes through the writer
+/// thread. Every way gives the same answers, for both layouts, mixed with concurrent
+/// saves; and the default (off) serves a `LocalSet`, where blocking the thread would be
+/// refused with a panic.
+#[test]
+fn saves_answer_the_same_on_the_callers_thread_and_through_the_writer() {
+    #[derive(Debug, Clone, Copy)]
+    enum Way {
+        CurrentThread,
+        MultiThread { inline: bool },
+        LocalSet,
+    }
+    let ways = [
+        Way::CurrentThread,
+        Way::MultiThread { inline: true },
+        Way::MultiThread { inline: false },
+        Way::LocalSet,
+    ];
+    for layout in [Layout::Files, Layout::Segments] {
+        let mut answers: Vec<(Way, Vec<String>)> = Vec::new();
+        for way in ways {
+            let rt = match way {
+                Way::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+                _ => tokio::runtime::Builder::new_multi_thread(),
+            }
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+            // On a current-thread runtime the option is on and has no effect.
+            let inline = match way {
+                Way::CurrentThread => true,
+                Way::MultiThread { inline } => inline,
+                Way::LocalSet => OpenOptions::default().inline_saves,
+            };
+            let run = async move {
+                let dir = TempDir::new().unwrap();
+                let sm = StorageManager::open_with(
+                    dir.path().join("data"),
+                    dir.path().join("data/poh.db"),
+                    OpenOptions {
+                        inline_saves: inline,
+                        ..opts(layout)
+                    },
+                )
+                .await
+                .expect("open store");
+                let mut out = script(&sm).await;
+                // Concurrent saves beside lone ones: all land, none twice.
+                let mut handles = Vec::new();
+                for i in 0..32 {
+                    let sm = sm.clone();
+                    handles.push(tokio::spawn(async move {
+                        sm.save(t(&format!("k{i:02}"), 100.0 + i as f64, "k")).await
+                    }));
+                }
+                sm.save(t("lone", 5.0, "lone")).await.unwrap();
+                for h in handles {
+                    h.await.unwrap().unwrap();
+                }
+                sm.close().await.unwrap();
+                let sm = open(&dir, layout).await;
+                out.push(format!("{:?}", sm.stats().await.map(|s| s.count)));
+                out.push(format!("{:?}", sm.load(&id("lone")).await));
+                out.push(format!("{:?}", sm.load(&id("k31")).await));
+                sm.close().await.unwrap();
+                out
+            };
+            let got = match way {
+                Way::LocalSet => rt.block_on(
+                    tokio::task::LocalSet::new()
+                        .run_until(async move { tokio::task::spawn_local(run).await.unwrap() }),
+                ),
+                _ => rt.block_on(run),
+            };
+            answers.push((way, got));
+        }
+        let (first_way, first) = &answers[0];
+        assert!(first.iter().any(|a| a.contains("lone")), "{first:?}");
+        for (way, got) in &answers[1..] {
+            assert_eq!(got, first, "{layout}: {way:?} differs from {first_way:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn concurrent_saves_and_loads_on_segments() {
     let dir = TempDir::new().unwrap();

@@ -59,9 +59,13 @@ impl SimStore {
     }
 
     /// Options that put payloads in the simulation (and create a store of the layout).
+    /// Inline saves are on: a harness on a multi-threaded runtime drives the lone-caller
+    /// path (saves committed on the caller's thread), one on a current-thread runtime the
+    /// writer thread's.
     pub fn options(&self) -> OpenOptions {
         OpenOptions {
             fs: Arc::new(self.sim.clone()),
+            inline_saves: true,
             layout: Some(self.layout),
             segment_window: (self.layout == Layout::Segments).then_some(SIM_SEGMENT_WINDOW),
             ..OpenOptions::default()
