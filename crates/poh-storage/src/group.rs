@@ -362,9 +362,12 @@ mod tests {
         assert!(!keep_gathering(64, 30, NONE, GATHER_FOR));
     }
 
+    /// The groups an engine committed: the committing thread's name, and the requests.
+    type Groups = std::sync::Arc<Mutex<Vec<(String, usize)>>>;
+
     /// An engine that records which thread committed each group, and may panic.
     struct Recorder {
-        groups: std::sync::Arc<Mutex<Vec<(String, usize)>>>,
+        groups: Groups,
         panic: bool,
     }
 
@@ -383,10 +386,7 @@ mod tests {
         }
     }
 
-    fn recorder(
-        inline: bool,
-        panic: bool,
-    ) -> (Writer, std::sync::Arc<Mutex<Vec<(String, usize)>>>) {
+    fn recorder(inline: bool, panic: bool) -> (Writer, Groups) {
         let groups = std::sync::Arc::new(Mutex::new(Vec::new()));
         let engine = Recorder {
             groups: groups.clone(),
