@@ -53,6 +53,10 @@ struct Args {
     /// Txs per `save_batch` call.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Send every save through the writer thread: open the stores without
+    /// `OpenOptions::inline_saves` (on by default here, as in the Python package).
+    #[arg(long)]
+    no_inline_saves: bool,
     /// Store layouts to run, comma-separated (`files`, `segments`): each N runs once per
     /// layout, in the same run, so the figures compare directly.
     #[arg(long, value_delimiter = ',', default_value = "files")]
@@ -489,7 +493,7 @@ async fn run_phases(
     // As the Python package opens stores: a lone caller's save commits on its own thread.
     let opts = poh_storage::OpenOptions {
         layout: Some(layout),
-        inline_saves: true,
+        inline_saves: !args.no_inline_saves,
         ..poh_storage::OpenOptions::default()
     };
     let sm = StorageManager::open_with(&base, &db, opts).await?;
@@ -508,7 +512,11 @@ async fn run_phases(
         "save (one at a time)",
         single as u64,
         Some(limits.single_save_limit_per_s),
-        "limit: durable file create + one durable SQLite commit; committed on the caller's thread (inline_saves)",
+        if args.no_inline_saves {
+            "limit: durable file create + one durable SQLite commit; through the writer thread"
+        } else {
+            "limit: durable file create + one durable SQLite commit; committed on the caller's thread (inline_saves)"
+        },
     ));
 
     // 2. batched saves: fills the store with N txs. Only the save_batch calls are timed:
