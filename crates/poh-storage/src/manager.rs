@@ -286,7 +286,8 @@ impl StorageManager {
         }
         self.inner.poison.check()?;
         let _saving = self.inner.writer.as_ref().map(|w| w.saving());
-        if _saving.as_ref().is_some_and(|s| s.alone())
+        if txs.len() <= group::INLINE_MAX_TXS
+            && _saving.as_ref().is_some_and(|s| s.alone())
             && let Some(saved) = self.save_inline(&txs)
         {
             return saved;
