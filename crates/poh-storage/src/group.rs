@@ -95,8 +95,9 @@ fn next_command(rx: &Receiver<Cmd>) -> Option<Cmd> {
 
 /// Most txs a save may have to commit on its caller's thread ([`Writer::save_inline`]).
 /// The two hand-offs it saves are a sixth of a single durable save but 1 % of a batch of
-/// 1,000, and batches of 1,000 ran faster on the writer thread (poh-bench at 300k, three
-/// alternating runs each: 219k–262k/s through the thread, 194k–238k/s inline).
+/// 1,000, which would hold the caller's runtime thread for milliseconds; such batches ran
+/// no faster inline (poh-bench, alternating runs: 194k–238k/s inline against 219k–262k/s
+/// through the thread at 300k, 209k–244k/s against 217k–231k/s at 1M).
 pub(crate) const INLINE_MAX_TXS: usize = 16;
 
 /// The engine's writing half, shared by the writer thread and by a lone caller that finds
