@@ -88,6 +88,18 @@ pub(crate) trait EngineWriter: Send {
     /// expires whole time windows at once (segments, PostgreSQL partitions) may take its
     /// first wholly expired window whatever its size, and so return more.
     fn delete_expired(&mut self, now: f64, ttl: f64, limit: usize) -> Result<Vec<String>>;
+    /// True while saves it acknowledged wait for work it deferred (the segments engine's
+    /// index commit of small groups, docs/design.md §7.3c): the writer thread then calls
+    /// [`settle`](Self::settle) once no save has come for a moment. Their durability
+    /// never waits for it; only other processes' view of them does.
+    fn unsettled(&self) -> bool {
+        false
+    }
+    /// Finishes what [`unsettled`](Self::unsettled) reports, and releases what it held
+    /// for it. Every other method finishes it first by itself.
+    fn settle(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Lookups; never write.

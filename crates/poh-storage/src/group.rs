@@ -7,14 +7,14 @@
 //! and expiry batches run between groups, in arrival order. After a durability failure
 //! the [`Poison`] makes every later write fail until the store is reopened.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use poh_types::{Tx, TxId};
 use tokio::sync::oneshot;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::engine::EngineWriter;
 use crate::error::{Result, StorageError};
@@ -46,7 +46,29 @@ pub(crate) enum Cmd {
     Close {
         reply: oneshot::Sender<()>,
     },
+    /// Settles the engine now ([`crate::StorageManager::flush`]).
+    Flush {
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Wakes the thread after a save on its caller's thread left the engine unsettled
+    /// ([`EngineWriter::unsettled`]): the thread settles it once saves pause. Not counted
+    /// as queued ([`Writer::idle`]).
+    Settle,
 }
+
+impl Cmd {
+    /// True for the commands [`Writer::queue`] counts.
+    fn counted(&self) -> bool {
+        !matches!(self, Cmd::Settle)
+    }
+}
+
+/// How long no save may come before the writer thread settles an unsettled engine
+/// ([`EngineWriter::settle`]: the segments engine's index commit of small groups
+/// acknowledged before it). Other processes see those saves once it is done; within the
+/// process they are seen at once. While saves keep coming, the engine bounds the wait
+/// itself.
+const SETTLE_AFTER: Duration = Duration::from_millis(1);
 
 /// How long the writer thread keeps looking for the next command (yielding its core
 /// between looks) before it sleeps: a caller that saves again as soon as it is answered
@@ -79,16 +101,31 @@ fn keep_gathering(
     (last_requests > 1 || requests > 1) && since_arrival < GATHER_GAP && since_start < GATHER_FOR
 }
 
-/// The next command: looked for without sleeping for [`YIELD_FOR`], then waited for.
-/// None once every sender is gone.
-fn next_command(rx: &Receiver<Cmd>) -> Option<Cmd> {
+/// The next command: looked for without sleeping for [`YIELD_FOR`], then waited for;
+/// while the engine is unsettled, in waits of [`SETTLE_AFTER`], settling it after one
+/// in which no save came (on either path). None once every sender is gone.
+fn next_command(writer: &Writer, rx: &Receiver<Cmd>) -> Option<Cmd> {
     let started = Instant::now();
     loop {
         match rx.try_recv() {
             Ok(c) => return Some(c),
             Err(TryRecvError::Disconnected) => return None,
             Err(TryRecvError::Empty) if started.elapsed() < YIELD_FOR => std::thread::yield_now(),
-            Err(TryRecvError::Empty) => return rx.recv().ok(),
+            Err(TryRecvError::Empty) if !writer.unsettled.load(Ordering::Acquire) => {
+                return rx.recv().ok();
+            }
+            Err(TryRecvError::Empty) => {
+                let seen = writer.activity.load(Ordering::Acquire);
+                match rx.recv_timeout(SETTLE_AFTER) {
+                    Ok(c) => return Some(c),
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if writer.activity.load(Ordering::Acquire) == seen {
+                            writer.settle();
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -109,6 +146,12 @@ pub(crate) struct Writer {
     inline: bool,
     /// Saves in progress, on either path, from the moment they are called.
     saving: AtomicUsize,
+    /// The engine is unsettled ([`EngineWriter::unsettled`]) as of its last command.
+    unsettled: AtomicBool,
+    /// A [`Cmd::Settle`] is on its way to the thread.
+    nudged: AtomicBool,
+    /// Saves done on their callers' threads so far.
+    activity: AtomicU64,
 }
 
 /// One save in progress ([`Writer::saving`]); it ends when dropped, also when the caller's
@@ -138,6 +181,35 @@ impl Writer {
             queued: AtomicUsize::new(0),
             inline,
             saving: AtomicUsize::new(0),
+            unsettled: AtomicBool::new(false),
+            nudged: AtomicBool::new(false),
+            activity: AtomicU64::new(0),
+        }
+    }
+
+    /// Records whether `engine` is left unsettled, after a command (under the lock).
+    fn note(&self, engine: &dyn EngineWriter) {
+        self.unsettled.store(engine.unsettled(), Ordering::Release);
+    }
+
+    /// True when the caller of a save just done on its own thread must send
+    /// [`Cmd::Settle`]: the engine is unsettled and no such command is on its way.
+    pub(crate) fn wants_settle(&self) -> bool {
+        self.unsettled.load(Ordering::Acquire) && !self.nudged.swap(true, Ordering::AcqRel)
+    }
+
+    /// Settles the engine (the writer thread, once saves paused); a failure is logged:
+    /// the saves it concerns were answered already and are durable (the next command
+    /// replays them into the index).
+    fn settle(&self) {
+        let mut engine = self.engine();
+        if let Some(w) = engine.as_mut() {
+            if let Err(e) = w.settle() {
+                warn!(error = %e, "deferred work after acknowledged saves failed");
+            }
+            self.note(w.as_ref());
+        } else {
+            self.unsettled.store(false, Ordering::Release);
         }
     }
 
@@ -187,6 +259,8 @@ impl Writer {
             poison.check()?;
             engine.save_group(&[txs]).pop().unwrap_or(Ok(()))
         }));
+        self.activity.fetch_add(1, Ordering::AcqRel);
+        self.note(engine.as_ref());
         Some(saved.unwrap_or_else(|_| {
             let why = "a save panicked inside the engine; reopen the store (it repairs)";
             poison.set(why.into());
@@ -218,9 +292,11 @@ fn serve(writer: &Writer, poison: Poison, rx: Receiver<Cmd>) {
     loop {
         let cmd = match next.take() {
             Some(c) => c,
-            None => match next_command(&rx) {
+            None => match next_command(writer, &rx) {
                 Some(c) => {
-                    writer.took();
+                    if c.counted() {
+                        writer.took();
+                    }
                     c
                 }
                 None => return,
@@ -235,10 +311,11 @@ fn serve(writer: &Writer, poison: Poison, rx: Receiver<Cmd>) {
                 let mut arrived = started;
                 while count < MAX_GROUP_TXS && bytes < MAX_GROUP_BYTES {
                     let got = rx.try_recv();
-                    if got.is_ok() {
+                    if got.as_ref().is_ok_and(Cmd::counted) {
                         writer.took();
                     }
                     match got {
+                        Ok(Cmd::Settle) => writer.nudged.store(false, Ordering::Release),
                         Ok(Cmd::Save { txs, reply }) => {
                             arrived = Instant::now();
                             count += txs.len();
@@ -270,7 +347,9 @@ fn serve(writer: &Writer, poison: Poison, rx: Receiver<Cmd>) {
                     (Ok(()), None) => group.iter().map(|_| Err(StorageError::Closed)).collect(),
                     (Ok(()), Some(w)) => {
                         let slices: Vec<&[Tx]> = group.iter().map(|(t, _)| t.as_slice()).collect();
-                        w.save_group(&slices)
+                        let results = w.save_group(&slices);
+                        writer.note(w.as_ref());
+                        results
                     }
                 };
                 drop(engine);
@@ -282,7 +361,11 @@ fn serve(writer: &Writer, poison: Poison, rx: Receiver<Cmd>) {
                 let res = poison
                     .check()
                     .and_then(|()| match writer.engine().as_mut() {
-                        Some(w) => w.delete(&id),
+                        Some(w) => {
+                            let res = w.delete(&id);
+                            writer.note(w.as_ref());
+                            res
+                        }
                         None => Err(StorageError::Closed),
                     });
                 let _ = reply.send(res);
@@ -296,15 +379,36 @@ fn serve(writer: &Writer, poison: Poison, rx: Receiver<Cmd>) {
                 let res = poison
                     .check()
                     .and_then(|()| match writer.engine().as_mut() {
-                        Some(w) => w.delete_expired(now, ttl, limit),
+                        Some(w) => {
+                            let res = w.delete_expired(now, ttl, limit);
+                            writer.note(w.as_ref());
+                            res
+                        }
                         None => Err(StorageError::Closed),
                     });
                 let _ = reply.send(res);
             }
+            Cmd::Flush { reply } => {
+                let res = match writer.engine().as_mut() {
+                    Some(w) => {
+                        let res = w.settle();
+                        writer.note(w.as_ref());
+                        res
+                    }
+                    None => Err(StorageError::Closed),
+                };
+                let _ = reply.send(res);
+            }
             Cmd::Close { reply } => {
+                // What the engine deferred is done before the answer: a handle opened
+                // after the close sees every save.
+                writer.settle();
                 let _ = reply.send(());
                 return;
             }
+            // Cleared before the engine is looked at again (next_command), so that a save
+            // that finds the flag set has its unsettled state seen by this thread.
+            Cmd::Settle => writer.nudged.store(false, Ordering::Release),
         }
     }
 }

@@ -309,7 +309,27 @@ impl StorageManager {
         {
             return None;
         }
-        tokio::task::block_in_place(|| writer.save_inline(&self.inner.poison, txs))
+        let saved = tokio::task::block_in_place(|| writer.save_inline(&self.inner.poison, txs));
+        if saved.is_some()
+            && writer.wants_settle()
+            && let Some(tx) = lock(&self.inner.tx).as_ref()
+        {
+            // Not counted as queued: the next lone save still runs here.
+            let _ = tx.send(Cmd::Settle);
+        }
+        saved
+    }
+
+    /// Makes every save answered so far visible to other processes now. Never needed
+    /// for durability or within this process: a save is on the disk and seen here once it
+    /// returns Ok. A segments store commits the index rows of small save groups a moment
+    /// after answering them (docs/design.md §7.3c), a millisecond or so after saves
+    /// pause; this does it at once. A no-op on other layouts and read-only handles.
+    pub async fn flush(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
+        self.call(|reply| Cmd::Flush { reply }).await
     }
 
     /// Deletes `id` (row, then payload file); true if it existed.

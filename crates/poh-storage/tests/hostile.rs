@@ -54,6 +54,8 @@ impl Fixture {
         ])
         .await
         .expect("seed");
+        // Its index commit lands now, not during the snapshots that follow.
+        sm.flush().await.expect("flush");
         std::fs::write(root.path().join("x.bin"), b"outside the base").expect("outside file");
         Self { root, base, db, sm }
     }

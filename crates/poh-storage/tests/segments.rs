@@ -477,6 +477,8 @@ async fn a_dropped_window_leaves_at_once_and_its_rows_are_swept_in_bounded_steps
     assert_eq!(index_rows_and_dropped(&st), (20_005, 1));
     // An id of the dropped window saved again is a new tx; no sweep takes it.
     sm.save(tx("d19998", 5050.0, b"again")).await.unwrap();
+    // The index is read from outside: the save's commit lands now.
+    sm.flush().await.unwrap();
     // The save swept what it may (twice its txs, at least 1,024 rows) before it wrote.
     assert_eq!(index_rows_and_dropped(&st), (20_005 - 1024, 1));
 
@@ -499,6 +501,7 @@ async fn a_dropped_window_leaves_at_once_and_its_rows_are_swept_in_bounded_steps
     assert_eq!(passes, 3, "18,975 rows in sweeps of 8,192");
     // The entry of the swept segment goes with the next commit.
     sm.save(tx("l9", 5009.0, b"q")).await.unwrap();
+    sm.flush().await.unwrap();
     assert_eq!(index_rows_and_dropped(&st), (7, 0));
     let got = sm.load(&id("d19998")).await.unwrap().unwrap();
     assert_eq!(
@@ -556,6 +559,8 @@ async fn an_index_of_an_earlier_version_is_read_as_it_is_and_upgraded_by_a_write
     }
     let sm = st.open().await;
     sm.save(tx("b", 20.0, b"y")).await.unwrap();
+    // The index is read and written from outside below: the save's commit lands now.
+    sm.flush().await.unwrap();
     assert_eq!(version(), 3);
     assert_eq!(
         (hash_len("a"), hash_len("b")),
@@ -924,6 +929,8 @@ async fn small_appends_write_padding_that_later_ones_fill() {
     let st = Store::new();
     let sm = st.open().await;
     sm.save(tx("p0", 10.0, b"first")).await.unwrap();
+    // The index is read from outside below: its commit lands now.
+    sm.flush().await.unwrap();
     let seg = st.seg_files().pop().unwrap();
     let len = || std::fs::metadata(&seg).unwrap().len();
     let padded = len();
@@ -931,6 +938,7 @@ async fn small_appends_write_padding_that_later_ones_fill() {
     assert!(padded >= first + 64 * 1024, "{padded} vs {first}");
     assert!(st.nothing_past_committed(), "padding is zeros");
     sm.save(tx("p1", 11.0, b"second")).await.unwrap();
+    sm.flush().await.unwrap();
     assert!(st.committed(&seg) > first);
     assert_eq!(len(), padded, "filled, not grown");
     let report = sm.verify().await.unwrap();
@@ -952,6 +960,7 @@ async fn small_appends_write_padding_that_later_ones_fill() {
     ro.close().await.unwrap();
     let sm = st.open().await;
     sm.save(tx("p2", 12.0, b"third")).await.unwrap();
+    sm.flush().await.unwrap();
     assert!(st.committed(&seg) > committed);
     assert_eq!(len(), padded, "the crash's padding was filled, not cut");
     for (i, p) in [("p0", &b"first"[..]), ("p1", b"second"), ("p2", b"third")] {

@@ -201,6 +201,22 @@ fn lock_open_error(path: &Path, e: io::Error) -> StorageError {
     }
 }
 
+impl LockGuard<'_> {
+    /// Leaves the lock held after the guard is gone, until [`StoreLock::unlock`]: for a
+    /// holder whose protocol spans several calls (the segments writer between a save
+    /// group's acknowledgement and its index commit).
+    pub(crate) fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl StoreLock {
+    /// Releases a lock left held by [`LockGuard::keep`].
+    pub(crate) fn unlock(&self) {
+        let _ = self.file.unlock();
+    }
+}
+
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // Closing the descriptor would release it too; unlock failing leaves nothing to do.

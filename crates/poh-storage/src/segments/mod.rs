@@ -46,6 +46,8 @@ pub(crate) struct SegmentsEngine {
     lock_timeout: Duration,
     /// A read-only handle's rows from segment tails the index lost (see [`overlay`]).
     overlay: Option<Arc<Overlay>>,
+    /// The writer's acknowledged rows awaiting their index commit, for the readers.
+    acked: overlay::Acked,
 }
 
 /// The window width `opts` asks for, in whole seconds.
@@ -116,6 +118,7 @@ impl SegmentsEngine {
             window,
             lock_timeout: opts.lock_timeout,
             overlay,
+            acked: overlay::Acked::default(),
         })
     }
 
@@ -309,7 +312,15 @@ impl Engine for SegmentsEngine {
         let index = self.db.open_writer()?;
         let lock = StoreLock::open(self.dir.base(), self.lock_timeout, self.dir.modes().file)?;
         let mut w =
-            writer::SegmentsWriter::new(index, self.dir.clone(), lock, poison, self.window, repair);
+            writer::SegmentsWriter::new(
+                index,
+                self.dir.clone(),
+                lock,
+                poison,
+                self.window,
+                repair,
+                self.acked.clone(),
+            );
         if repair {
             w.repair_if_free()?;
         }
@@ -321,6 +332,7 @@ impl Engine for SegmentsEngine {
             self.db.open_reader()?,
             self.dir.clone(),
             self.overlay.clone(),
+            self.acked.clone(),
             self.window,
         )))
     }

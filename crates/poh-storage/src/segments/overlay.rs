@@ -1,4 +1,9 @@
-//! What a read-only handle serves on top of an index that lags its segments.
+//! What a handle serves on top of an index that lags its segments.
+//!
+//! The writer of this process acknowledges a small save group once its records are
+//! synced, before its index commit (docs/design.md §7.3c), and shows its rows here
+//! ([`Acked`]) until that commit lands, so that a save this process was answered for is
+//! never "not found" here. Other processes see it once the commit lands.
 //!
 //! A save group's index commit is not flushed on its own (docs/design.md §7.3): after a
 //! power loss the index may miss the last acknowledged saves, whose records are synced in
@@ -13,12 +18,18 @@
 //! dropped.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use super::index::{Index, Row};
 use crate::engine::Stats;
 use crate::error::Result;
 
-/// Rows found in the segment tails, by id (the last written wins).
+/// The writer's acknowledged rows awaiting their index commit, shared with the readers
+/// of the same handle: the overlay over the generation the commit will bump, or `None`.
+pub(crate) type Acked = Arc<Mutex<Option<Arc<Overlay>>>>;
+
+/// Rows found in the segment tails, or acknowledged before their commit, by id (the last
+/// written wins).
 #[derive(Debug)]
 pub(crate) struct Overlay {
     generation: u64,

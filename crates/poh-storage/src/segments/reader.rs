@@ -13,7 +13,7 @@ use poh_types::{Tx, TxId};
 
 use super::dir::SegDir;
 use super::index::{Index, Row};
-use super::overlay::Overlay;
+use super::overlay::{Acked, Overlay};
 use super::record;
 use crate::engine::{EngineReader, MetaRow, Stats};
 use crate::error::{Result, StorageError};
@@ -29,6 +29,8 @@ pub(crate) struct SegmentsReader {
     open: HashMap<u64, Arc<dyn FileHandle>>,
     /// A read-only handle's rows from the segment tails ([`Overlay`]), while they hold.
     overlay: Option<Arc<Overlay>>,
+    /// The writer's acknowledged rows awaiting their index commit (a writing handle).
+    acked: Acked,
     /// The store's segment window, in seconds.
     window: u64,
 }
@@ -49,6 +51,7 @@ impl SegmentsReader {
         index: Index,
         dir: SegDir,
         overlay: Option<Arc<Overlay>>,
+        acked: Acked,
         window: u64,
     ) -> Self {
         Self {
@@ -56,28 +59,59 @@ impl SegmentsReader {
             dir,
             open: HashMap::new(),
             overlay,
+            acked,
             window,
         }
     }
 
-    /// The overlay, while the index is still at the generation it was found over.
+    /// The overlay, while the index is still at the generation it was found over: a
+    /// read-only handle's, else the writer's acknowledged rows. The writer's is taken
+    /// before the generation is read, so a commit between the two only makes it
+    /// ignored (the index then has its rows).
     fn overlay(&mut self) -> Result<Option<Arc<Overlay>>> {
-        let Some(ov) = &self.overlay else {
-            return Ok(None);
+        let (ov, fixed) = match &self.overlay {
+            Some(ov) => (ov.clone(), true),
+            None => match crate::poison::lock(&self.acked).clone() {
+                Some(ov) => (ov, false),
+                None => return Ok(None),
+            },
         };
         if self.index.config("generation")? != ov.generation() {
-            self.overlay = None;
+            if fixed {
+                self.overlay = None;
+            }
             return Ok(None);
         }
-        Ok(Some(ov.clone()))
+        Ok(Some(ov))
+    }
+
+    /// Runs `f` on one snapshot of the index (a read transaction) when an overlay may
+    /// apply, so that its generation check and the index reads merged with it agree: a
+    /// commit landing between them would otherwise count its rows twice, or not at all.
+    fn in_snapshot<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let may_apply =
+            self.overlay.is_some() || crate::poison::lock(&self.acked).is_some();
+        if !may_apply || !self.index.conn.is_autocommit() {
+            return f(self);
+        }
+        self.index
+            .conn
+            .execute_batch("BEGIN")
+            .map_err(|e| self.index.err("begin a read", e))?;
+        let out = f(self);
+        // A read transaction: ending it cannot lose anything.
+        let _ = self.index.conn.execute_batch("COMMIT");
+        out
     }
 
     /// Up to `limit` rows after `after` in id order: the index's, with the overlay's.
     fn page_rows(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<Row>> {
-        let rows = self.index.page(after, limit)?;
-        Ok(match self.overlay()? {
-            Some(ov) => ov.page(rows, after, limit),
-            None => rows,
+        self.in_snapshot(|r| {
+            let rows = r.index.page(after, limit)?;
+            Ok(match r.overlay()? {
+                Some(ov) => ov.page(rows, after, limit),
+                None => rows,
+            })
         })
     }
 
@@ -407,31 +441,31 @@ impl EngineReader for SegmentsReader {
         after: Option<(f64, &str)>,
         limit: usize,
     ) -> Result<Vec<MetaRow>> {
-        let rows = match self.overlay()? {
-            Some(ov) => ov.expired(
-                self.index.find_expired(
+        let rows = self.in_snapshot(|r| {
+            Ok(match r.overlay()? {
+                Some(ov) => ov.expired(
+                    r.index.find_expired(
+                        now,
+                        ttl,
+                        after,
+                        limit.saturating_add(ov.len()),
+                        r.window,
+                    )?,
                     now,
                     ttl,
                     after,
-                    limit.saturating_add(ov.len()),
-                    self.window,
-                )?,
-                now,
-                ttl,
-                after,
-                limit,
-            ),
-            None => self
-                .index
-                .find_expired(now, ttl, after, limit, self.window)?,
-        };
+                    limit,
+                ),
+                None => r.index.find_expired(now, ttl, after, limit, r.window)?,
+            })
+        })?;
         self.metas(rows)
     }
 
     fn stats(&mut self) -> Result<Stats> {
-        match self.overlay()? {
-            Some(ov) => ov.stats(&self.index),
-            None => self.index.stats(),
-        }
+        self.in_snapshot(|r| match r.overlay()? {
+            Some(ov) => ov.stats(&r.index),
+            None => r.index.stats(),
+        })
     }
 }
