@@ -22,6 +22,9 @@ pub(crate) mod recover;
 pub(crate) mod replay;
 pub(crate) mod writer;
 
+#[cfg(test)]
+mod early_ack_tests;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +123,29 @@ impl SegmentsEngine {
             overlay,
             acked: overlay::Acked::default(),
         })
+    }
+
+    /// The writing half, as its own type (the engine tests reach into it).
+    pub(crate) fn segments_writer(
+        &self,
+        poison: Poison,
+        repair: bool,
+    ) -> Result<writer::SegmentsWriter> {
+        let index = self.db.open_writer()?;
+        let lock = StoreLock::open(self.dir.base(), self.lock_timeout, self.dir.modes().file)?;
+        let mut w = writer::SegmentsWriter::new(
+            index,
+            self.dir.clone(),
+            lock,
+            poison,
+            self.window,
+            repair,
+            self.acked.clone(),
+        );
+        if repair {
+            w.repair_if_free()?;
+        }
+        Ok(w)
     }
 
     /// For a read-only handle: the acknowledged saves in the segment tails that the index
@@ -309,22 +335,7 @@ impl Engine for SegmentsEngine {
     }
 
     fn writer(&self, poison: Poison, repair: bool) -> Result<Box<dyn EngineWriter>> {
-        let index = self.db.open_writer()?;
-        let lock = StoreLock::open(self.dir.base(), self.lock_timeout, self.dir.modes().file)?;
-        let mut w =
-            writer::SegmentsWriter::new(
-                index,
-                self.dir.clone(),
-                lock,
-                poison,
-                self.window,
-                repair,
-                self.acked.clone(),
-            );
-        if repair {
-            w.repair_if_free()?;
-        }
-        Ok(Box::new(w))
+        Ok(Box::new(self.segments_writer(poison, repair)?))
     }
 
     fn reader(&self) -> Result<Box<dyn EngineReader>> {

@@ -89,8 +89,7 @@ impl SegmentsReader {
     /// apply, so that its generation check and the index reads merged with it agree: a
     /// commit landing between them would otherwise count its rows twice, or not at all.
     fn in_snapshot<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        let may_apply =
-            self.overlay.is_some() || crate::poison::lock(&self.acked).is_some();
+        let may_apply = self.overlay.is_some() || crate::poison::lock(&self.acked).is_some();
         if !may_apply || !self.index.conn.is_autocommit() {
             return f(self);
         }
