@@ -481,6 +481,8 @@ mod tests {
     struct Recorder {
         groups: Groups,
         panic: bool,
+        /// Every save leaves it unsettled, as the segments engine's small groups do.
+        unsettled: bool,
     }
 
     impl EngineWriter for Recorder {
@@ -488,7 +490,18 @@ mod tests {
             assert!(!self.panic, "engine bug");
             let name = std::thread::current().name().unwrap_or("").to_owned();
             lock(&self.groups).push((name, group.len()));
+            self.unsettled = true;
             group.iter().map(|_| Ok(())).collect()
+        }
+        fn unsettled(&self) -> bool {
+            self.unsettled
+        }
+        fn settle(&mut self) -> Result<()> {
+            if self.unsettled {
+                self.unsettled = false;
+                lock(&self.groups).push(("settled".into(), 0));
+            }
+            Ok(())
         }
         fn delete(&mut self, _: &TxId) -> Result<bool> {
             Ok(false)
@@ -503,6 +516,7 @@ mod tests {
         let engine = Recorder {
             groups: groups.clone(),
             panic,
+            unsettled: false,
         };
         (Writer::new(Box::new(engine), inline), groups)
     }
@@ -554,6 +568,47 @@ mod tests {
         let (w, groups) = recorder(false, false);
         assert!(w.save_inline(&poison, &txs).is_none());
         assert!(lock(&groups).is_empty());
+    }
+
+    #[test]
+    fn the_thread_settles_what_saves_left_on_flush_and_before_it_answers_close() {
+        let (w, groups) = recorder(true, false);
+        let poison = Poison::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ask = |make: &dyn Fn(oneshot::Sender<Result<()>>) -> Cmd| {
+            let (reply, got) = oneshot::channel();
+            w.queue(true);
+            tx.send(make(reply)).expect("send");
+            got.blocking_recv().expect("answer")
+        };
+        std::thread::scope(|s| {
+            let thread = s.spawn(|| run(&w, poison.clone(), rx));
+            // A save on the caller's thread leaves the engine unsettled: the caller is
+            // asked to wake the thread, once until the thread has seen it.
+            assert!(w.save_inline(&poison, &one_tx()).is_some());
+            assert!(w.wants_settle());
+            assert!(!w.wants_settle());
+            ask(&|reply| Cmd::Flush { reply }).expect("flush");
+            assert_eq!(lock(&groups).last().map(|g| g.0.as_str()), Some("settled"));
+            assert!(!w.unsettled.load(Ordering::Acquire));
+            // A save through the thread, then close: answered only once it is settled.
+            let (reply, got) = oneshot::channel();
+            w.queue(true);
+            tx.send(Cmd::Save {
+                txs: one_tx(),
+                reply,
+            })
+            .expect("send");
+            got.blocking_recv().expect("answer").expect("saved");
+            let (reply, got) = oneshot::channel();
+            w.queue(true);
+            tx.send(Cmd::Close { reply }).expect("send");
+            got.blocking_recv().expect("closed");
+            let seen = lock(&groups).clone();
+            assert_eq!(seen.len(), 4, "{seen:?}");
+            assert_eq!(seen[3].0, "settled", "{seen:?}");
+            thread.join().expect("writer thread");
+        });
     }
 
     #[test]
