@@ -11,7 +11,9 @@
 //!    transaction — the commit point; then acknowledge. This commit is not flushed on its
 //!    own (`synchronous=NORMAL`): the synced records are the log, and an index that lost
 //!    it to a power cut is brought up to date from the segment tails ([`super::replay`])
-//!    before anything else is written.
+//!    before anything else is written. A group of at most [`ACK_EARLY_TXS`] txs is
+//!    acknowledged before this commit, which it shares with the next small groups
+//!    (docs/design.md §7.3c); this process's readers see it at once.
 //!
 //! A failure before 3 cuts the segments back to their committed lengths (bytes after a
 //! committed length are never read, and are replayed or cut at the next open); a failed
