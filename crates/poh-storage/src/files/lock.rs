@@ -210,10 +210,35 @@ impl LockGuard<'_> {
     }
 }
 
+/// The lock file's first byte while its holder has acknowledged work not yet committed
+/// (the segments writer's early-acknowledged groups, docs/design.md §7.3c).
+const MARK_PENDING: u8 = b'P';
+/// ... and once that work is committed.
+const MARK_CLEAR: u8 = b'-';
+
 impl StoreLock {
     /// Releases a lock left held by [`LockGuard::keep`].
     pub(crate) fn unlock(&self) {
         let _ = self.file.unlock();
+    }
+
+    /// Marks (or clears) in the lock file that the holder has acknowledged work it has
+    /// not committed yet, so that the next holder knows, if this one dies first, to
+    /// finish it. Only a live holder of the exclusive lock calls it. Not synced: after a
+    /// power cut every writer finishes such work at its first hold anyway.
+    pub(crate) fn mark_pending(&self, pending: bool) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let b = if pending { MARK_PENDING } else { MARK_CLEAR };
+        self.file.write_all_at(&[b], 0)
+    }
+
+    /// True when the last holder marked work it did not commit ([`Self::mark_pending`]):
+    /// read by a new holder of the exclusive lock.
+    pub(crate) fn marked_pending(&self) -> io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 1];
+        let n = self.file.read_at(&mut b, 0)?;
+        Ok(n == 1 && b[0] == MARK_PENDING)
     }
 }
 

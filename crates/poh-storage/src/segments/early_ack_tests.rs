@@ -62,6 +62,21 @@ impl Fixture {
         w
     }
 
+    /// A second engine on the same store (another process's handle).
+    fn open_again(&self) -> SegmentsEngine {
+        let opts = OpenOptions {
+            layout: Some(Layout::Segments),
+            lock_timeout: Duration::from_millis(50),
+            ..OpenOptions::default()
+        };
+        let recorded = crate::layout::Recorded {
+            layout: Layout::Segments,
+            window_secs: crate::layout::DEFAULT_SEGMENT_WINDOW.as_secs(),
+        };
+        SegmentsEngine::open(self.base.clone(), self.db.clone(), &opts, Some(recorded))
+            .expect("open again")
+    }
+
     /// The ids another process finds in the index.
     fn indexed(&self) -> Vec<String> {
         let conn = rusqlite::Connection::open(&self.db).expect("outside connection");
@@ -230,4 +245,48 @@ fn closing_commits_what_waits() {
     drop(w);
     assert_eq!(f.indexed(), ["a"]);
     assert!(f.lock_free());
+}
+
+#[test]
+fn a_writer_that_dies_before_its_shared_commit_leaves_the_next_one_its_saves() {
+    // Two handles on one store, as two processes: the second has already replayed the
+    // tails (its first command) when the first dies holding answered groups.
+    let f = Fixture::new();
+    let other = f.open_again();
+    let ttl = 1000.0;
+    let fresh = 1_000_000.0;
+    let old = fresh - 10.0 * ttl;
+    for expire in [false, true] {
+        let mut a = f.writer();
+        // "k" keeps x's first segment alive once x moves (a group that empties a segment
+        // commits at once).
+        save(&mut a, &[tx("x", fresh, b"first"), tx("k", fresh, b"keep")]);
+        a.settle().expect("settle");
+        let mut b = other
+            .segments_writer(Poison::default(), true)
+            .expect("writer");
+        assert!(!b.delete(&TxId::new("none").expect("id")).expect("delete"));
+        // A re-save into another window, answered, then the writer dies uncommitted.
+        save(&mut a, &[tx("x", old, b"second")]);
+        assert!(a.unsettled());
+        a.die();
+        let mut r = other.reader().expect("reader");
+        if expire {
+            // The other writer's expiry takes the answered version; the first never
+            // comes back.
+            let gone = b.delete_expired(fresh, ttl, 100).expect("expire");
+            assert_eq!(gone, ["x"]);
+            assert_eq!(r.load(&TxId::new("x").expect("id")).expect("load"), None);
+        } else {
+            // The other writer appends to the same window: the answered record is
+            // indexed first, never cut as a dead writer's tail.
+            save(&mut b, &[tx("y", old, b"other")]);
+            b.settle().expect("settle");
+            let x = r.load(&TxId::new("x").expect("id")).expect("load");
+            assert_eq!(x.map(|t| t.payload), Some(b"second".to_vec()));
+            assert!(b.delete(&TxId::new("x").expect("id")).expect("delete"));
+            assert!(b.delete(&TxId::new("y").expect("id")).expect("delete"));
+        }
+        drop(b);
+    }
 }

@@ -253,6 +253,7 @@ impl SegmentsWriter {
     pub(crate) fn repair_if_free(&mut self) -> Result<()> {
         if let Some(_g) = self.lock.try_exclusive()? {
             replay_once(&self.dir, &self.index, &mut self.replayed)?;
+            let _ = self.lock.mark_pending(false);
             let report = super::recover::repair(&self.dir, Some(&self.index), false);
             log_repair(&report);
             self.repaired = true;
@@ -295,11 +296,27 @@ fn hold<'a>(
     dir: &SegDir,
     (replayed, repaired): (&mut bool, &mut bool),
     cache: &mut Cache,
+    own_pending: bool,
 ) -> Result<LockGuard<'a>> {
     let guard = lock.exclusive()?;
+    // A writer process that died holding answered groups it had not committed (§7.3c)
+    // left their records past the committed lengths, and its mark: replay them before
+    // anything here appends, cuts or drops (its seqs are above the committed mark too).
+    if !own_pending
+        && *replayed
+        && lock
+            .marked_pending()
+            .map_err(|e| StorageError::io("read the store lock file", dir.base(), e))?
+    {
+        tracing::info!("the last writer stopped before committing answered saves; replaying them");
+        *replayed = false;
+    }
     if !*replayed {
         replay_once(dir, index, replayed)?;
         cache.valid = false;
+        // Whatever a dead holder marked is indexed now (an error only costs the next
+        // holder a replay that finds nothing).
+        let _ = lock.mark_pending(false);
     }
     if !*repaired {
         *repaired = true;
@@ -697,6 +714,15 @@ impl SegmentsWriter {
         out
     }
 
+    /// What SIGKILL leaves of this writer: no commit, no cleanup, the lock released (by
+    /// the kernel, as its descriptor closes).
+    #[cfg(test)]
+    pub(super) fn die(self) {
+        self.rollback();
+        self.lock.unlock();
+        std::mem::forget(self);
+    }
+
     /// Leaves acknowledged groups whose rows a rollback took to the replay of the segment
     /// tails: their records are synced past the committed lengths with seqs above the
     /// committed high-water mark, so the next command's [`hold`] indexes them again, and
@@ -725,6 +751,8 @@ impl SegmentsWriter {
                 self.unsynced = true;
                 if self.pending.take().is_some() {
                     *lock(&self.acked) = None;
+                    // An error only costs the next holder a replay that finds nothing.
+                    let _ = self.lock.mark_pending(false);
                 }
                 Ok(())
             }
@@ -1324,6 +1352,7 @@ impl SegmentsWriter {
             &self.dir,
             (&mut self.replayed, &mut self.repaired),
             &mut self.cache,
+            self.pending.is_some(),
         )?;
         // The guard holds the lock now (a lock kept held is taken again at once: the same
         // open file).
@@ -1536,11 +1565,16 @@ impl SegmentsWriter {
             rows
         });
         let committed = committed.and_then(|dropped| {
+            // The first group waiting marks the lock file first: a writer process that
+            // dies now leaves the next holder that mark, and so the replay it needs.
             let early = txs <= ACK_EARLY_TXS
                 && dropped.is_empty()
-                && self.pending.as_ref().is_none_or(|p| {
-                    p.groups + 1 < ACK_EARLY_GROUPS && p.since.elapsed() < self.early_age
-                });
+                && match &self.pending {
+                    Some(p) => {
+                        p.groups + 1 < ACK_EARLY_GROUPS && p.since.elapsed() < self.early_age
+                    }
+                    None => self.lock.mark_pending(true).is_ok(),
+                };
             if !early {
                 self.commit_saves()?;
             }
