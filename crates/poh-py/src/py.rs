@@ -441,6 +441,13 @@ async fn expire(sm: StorageManager, now: f64, ttl: f64) -> Outcome {
     Ok(Value::Strings(ids))
 }
 
+/// Makes every save answered so far visible to other processes now (a segments store
+/// commits small saves' index rows a moment after answering them).
+async fn flush(sm: StorageManager) -> Outcome {
+    sm.flush().await?;
+    Ok(Value::None)
+}
+
 async fn close(sm: StorageManager) -> Outcome {
     match sm.close().await {
         Ok(()) | Err(StorageError::Closed) => Ok(Value::None),
@@ -541,6 +548,14 @@ impl Store {
 
     fn expire_sync(&self, py: Python<'_>, now: f64, ttl: f64) -> PyResult<Py<PyAny>> {
         block(py, expire(self.sm.clone(), now, ttl))
+    }
+
+    fn flush(&self, done: Py<PyAny>) -> PyResult<()> {
+        spawn(done, flush(self.sm.clone()))
+    }
+
+    fn flush_sync(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        block(py, flush(self.sm.clone()))
     }
 
     fn close(&self, done: Py<PyAny>) -> PyResult<()> {

@@ -3,13 +3,14 @@ layout of an existing store kept, bad choices refused, POH_LAYOUT read as the co
 line reads it."""
 import asyncio
 import os
+import sqlite3
 import time
 
 import pytest
 
 import poh_ttl.manager
-from poh_storage import (LayoutMismatchError, StorageError, StorageManager, SyncStorageManager,
-                         Tx)
+from poh_storage import (LayoutMismatchError, StorageError, StorageManager, StoreClosedError,
+                         SyncStorageManager, Tx)
 from poh_storage.file_store import FileStore
 from poh_storage.sqlite_store import SQLiteStore
 from poh_ttl.manager import TTLManager
@@ -52,6 +53,43 @@ async def test_segments_round_trip(paths):
     assert m.layout == "segments"  # still known after close
     assert "layout=segments" in layout_record(base)
     assert payload_files(base) == []  # payloads are packed, not one file each
+
+
+def committed_rows(db) -> int:
+    """The index rows another connection sees: what is committed."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM records").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.asyncio
+async def test_flush_commits_answered_saves_for_other_connections(paths):
+    base, db = paths
+    m = await StorageManager.create(str(base), str(db), layout="segments")
+    try:
+        for i in range(3):
+            await m.save_tx(Tx(f"f{i}", "h", 1_700_000_000.0 + i, b"x" * 10))
+        await m.flush()
+        assert committed_rows(db) == 3
+        await m.flush()  # nothing left: fine
+    finally:
+        await m.close()
+    with pytest.raises(StoreClosedError):
+        await m.flush()
+    with SyncStorageManager.create(str(base), str(db)) as s:
+        s.save_tx(Tx("f3", "h", 1_700_000_003.0, b"y"))
+        s.flush()
+        assert committed_rows(db) == 4
+    files_base, files_db = base.parent / "files", base.parent / "files.db"
+    f = await StorageManager.create(str(files_base), str(files_db))
+    try:
+        await f.save_tx(Tx("g", "h", 1.0, b"z"))
+        await f.flush()  # the files layout commits each save before answering it
+        assert await f.list_txs() == ["g"]
+    finally:
+        await f.close()
 
 
 @pytest.mark.asyncio

@@ -289,6 +289,14 @@ class StorageManager:
         """Deletes every tx with ``now - timestamp > ttl``; their ids (for TTLManager)."""
         return await _bridge.call(self._engine.get().expire, float(now), float(ttl))
 
+    async def flush(self) -> None:
+        """Makes every save answered so far visible to other processes at once. Not
+        needed for durability, nor within this process: a tx is on the disk and loads
+        here once ``save_tx`` returns. A segments store commits the index rows of small
+        saves a millisecond or so after answering them; this commits them now. A no-op
+        on the other layouts."""
+        await _bridge.call(self._engine.get().flush)
+
     async def close(self) -> None:
         """Finishes queued writes and closes the store; later calls raise
         StoreClosedError. Closing twice is fine."""
@@ -367,6 +375,10 @@ class SyncStorageManager:
 
     def _expire(self, now: float, ttl: float) -> List[str]:
         return _bridge.unwrap(self._engine.get().expire_sync(float(now), float(ttl)))
+
+    def flush(self) -> None:
+        """As ``StorageManager.flush``."""
+        _bridge.unwrap(self._engine.get().flush_sync())
 
     def close(self) -> None:
         native = self._engine.take()
