@@ -62,6 +62,16 @@ impl Fixture {
         w
     }
 
+    /// Installs `trigger` from another connection once `w` has saved and committed a
+    /// first tx ("seed"): the failure a test injects into a later save or commit.
+    fn seeded_with(&self, w: &mut dyn EngineWriter, trigger: &str) -> rusqlite::Connection {
+        save(w, &[tx("seed", 10.0, b"s")]);
+        w.settle().expect("settle");
+        let conn = rusqlite::Connection::open(&self.db).expect("outside");
+        conn.execute_batch(trigger).expect("trigger");
+        conn
+    }
+
     /// A second engine on the same store (another process's handle).
     fn open_again(&self) -> SegmentsEngine {
         let opts = OpenOptions {
@@ -185,14 +195,11 @@ fn a_failed_group_keeps_the_groups_answered_before_it() {
     let mut w = f.writer();
     let w: &mut dyn EngineWriter = &mut w;
     let mut r = f.engine.reader().expect("reader");
-    save(w, &[tx("seed", 10.0, b"s")]);
-    w.settle().expect("settle");
-    let conn = rusqlite::Connection::open(&f.db).expect("outside");
-    conn.execute_batch(
+    f.seeded_with(
+        w,
         "CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.tx_id = 'bad'
          BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-    )
-    .expect("trigger");
+    );
     save(w, &[tx("ok", 11.0, b"answered")]);
     let failed = w.save_group(&[&[tx("bad", 12.0, b"refused")]]);
     assert!(failed[0].is_err(), "{failed:?}");
@@ -208,16 +215,13 @@ fn a_failed_shared_commit_loses_no_answered_save() {
     let mut w = f.writer();
     let w: &mut dyn EngineWriter = &mut w;
     let mut r = f.engine.reader().expect("reader");
-    save(w, &[tx("seed", 10.0, b"s")]);
-    w.settle().expect("settle");
     // The commit that would index "late" fails (the generation bump is refused).
-    let conn = rusqlite::Connection::open(&f.db).expect("outside");
-    conn.execute_batch(
+    let conn = f.seeded_with(
+        w,
         "CREATE TRIGGER boom BEFORE UPDATE ON seg_config
          WHEN EXISTS (SELECT 1 FROM records WHERE tx_id = 'late')
          BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-    )
-    .expect("trigger");
+    );
     save(w, &[tx("late", 11.0, b"answered")]);
     let err = w.settle().expect_err("the commit fails");
     assert!(err.to_string().contains("injected failure"), "{err}");
