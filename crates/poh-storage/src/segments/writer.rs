@@ -1624,13 +1624,14 @@ impl SegmentsWriter {
     /// row pointed at dead. Both statements are prepared once per group: looking them up
     /// in the statement cache per row cost about a fifth of the writer's time.
     fn insert_rows(&self, placed: &[Row]) -> Result<HashMap<u64, Delta>> {
+        // Only what the accounting needs of an old row: its segment and record length.
+        static OLD_ROW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("SELECT seg, {VAR_LEN_SQL} FROM records WHERE tx_id = ?1 AND {LIVE_ROW}")
+        });
         let conn = &self.index.conn;
         let what = "prepare the row statements";
-        // Only what the accounting needs of an old row: its segment and record length.
         let mut old = conn
-            .prepare_cached(&format!(
-                "SELECT seg, {VAR_LEN_SQL} FROM records WHERE tx_id = ?1 AND {LIVE_ROW}"
-            ))
+            .prepare_cached(&OLD_ROW)
             .map_err(|e| self.index.err(what, e))?;
         // A new id is one insert; an id the index has already is looked up and replaced
         // (a row of a dropped segment is replaced too, with nothing to account).
