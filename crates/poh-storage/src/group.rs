@@ -273,6 +273,16 @@ impl Writer {
         lock(&self.engine)
     }
 
+    /// Runs `f` on the engine (`Closed` once it is gone) and records whether it left the
+    /// engine unsettled.
+    fn run<T>(&self, f: impl FnOnce(&mut dyn EngineWriter) -> Result<T>) -> Result<T> {
+        let mut engine = self.engine();
+        let w = engine.as_mut().ok_or(StorageError::Closed)?;
+        let res = f(w.as_mut());
+        self.note(w.as_ref());
+        res
+    }
+
     fn took(&self) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
     }
@@ -358,16 +368,7 @@ fn serve(writer: &Writer, poison: Poison, rx: Receiver<Cmd>) {
                 }
             }
             Cmd::Delete { id, reply } => {
-                let res = poison
-                    .check()
-                    .and_then(|()| match writer.engine().as_mut() {
-                        Some(w) => {
-                            let res = w.delete(&id);
-                            writer.note(w.as_ref());
-                            res
-                        }
-                        None => Err(StorageError::Closed),
-                    });
+                let res = poison.check().and_then(|()| writer.run(|w| w.delete(&id)));
                 let _ = reply.send(res);
             }
             Cmd::DeleteExpired {
@@ -378,26 +379,11 @@ fn serve(writer: &Writer, poison: Poison, rx: Receiver<Cmd>) {
             } => {
                 let res = poison
                     .check()
-                    .and_then(|()| match writer.engine().as_mut() {
-                        Some(w) => {
-                            let res = w.delete_expired(now, ttl, limit);
-                            writer.note(w.as_ref());
-                            res
-                        }
-                        None => Err(StorageError::Closed),
-                    });
+                    .and_then(|()| writer.run(|w| w.delete_expired(now, ttl, limit)));
                 let _ = reply.send(res);
             }
             Cmd::Flush { reply } => {
-                let res = match writer.engine().as_mut() {
-                    Some(w) => {
-                        let res = w.settle();
-                        writer.note(w.as_ref());
-                        res
-                    }
-                    None => Err(StorageError::Closed),
-                };
-                let _ = reply.send(res);
+                let _ = reply.send(writer.run(|w| w.settle()));
             }
             Cmd::Close { reply } => {
                 // What the engine deferred is done before the answer: a handle opened
