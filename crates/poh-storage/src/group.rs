@@ -101,18 +101,30 @@ fn keep_gathering(
     (last_requests > 1 || requests > 1) && since_arrival < GATHER_GAP && since_start < GATHER_FOR
 }
 
-/// The next command: looked for without sleeping for [`YIELD_FOR`], then waited for;
+/// The next command: looked for without sleeping for [`YIELD_FOR`] when `spin` (the
+/// thread just answered a save: its caller may save again at once), then waited for;
 /// while the engine is unsettled, in waits of [`SETTLE_AFTER`], settling it after one
-/// in which no save came (on either path). None once every sender is gone.
-fn next_command(writer: &Writer, rx: &Receiver<Cmd>) -> Option<Cmd> {
+/// in which no save was made on a caller's thread and none is in progress.
+///
+/// [`Writer::nudged`] stays set while the thread watches an unsettled engine, so saves
+/// on their callers' threads send no [`Cmd::Settle`] (each would be a wake-up) until the
+/// engine is settled and the thread is about to sleep for good: it clears the flag, then
+/// looks at the engine once more (a save that saw the flag still set left it unsettled
+/// before that look).
+fn next_command(writer: &Writer, rx: &Receiver<Cmd>, spin: bool) -> Option<Cmd> {
     let started = Instant::now();
     loop {
         match rx.try_recv() {
             Ok(c) => return Some(c),
             Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if started.elapsed() < YIELD_FOR => std::thread::yield_now(),
-            Err(TryRecvError::Empty) if !writer.unsettled.load(Ordering::Acquire) => {
-                return rx.recv().ok();
+            Err(TryRecvError::Empty) if spin && started.elapsed() < YIELD_FOR => {
+                std::thread::yield_now()
+            }
+            Err(TryRecvError::Empty) if !writer.unsettled.load(Ordering::SeqCst) => {
+                writer.nudged.store(false, Ordering::SeqCst);
+                if !writer.unsettled.load(Ordering::SeqCst) {
+                    return rx.recv().ok();
+                }
             }
             Err(TryRecvError::Empty) => {
                 let seen = writer.activity.load(Ordering::Acquire);
@@ -120,7 +132,12 @@ fn next_command(writer: &Writer, rx: &Receiver<Cmd>) -> Option<Cmd> {
                     Ok(c) => return Some(c),
                     Err(RecvTimeoutError::Disconnected) => return None,
                     Err(RecvTimeoutError::Timeout) => {
-                        if writer.activity.load(Ordering::Acquire) == seen {
+                        // A save in progress settles the engine itself if it must, or
+                        // counts as activity once done: settling now would only make it
+                        // wait for the engine (or queue).
+                        if writer.activity.load(Ordering::Acquire) == seen
+                            && writer.saving.load(Ordering::Acquire) == 0
+                        {
                             writer.settle();
                         }
                     }
@@ -148,7 +165,8 @@ pub(crate) struct Writer {
     saving: AtomicUsize,
     /// The engine is unsettled ([`EngineWriter::unsettled`]) as of its last command.
     unsettled: AtomicBool,
-    /// A [`Cmd::Settle`] is on its way to the thread.
+    /// A [`Cmd::Settle`] is on its way to the thread, or the thread watches the unsettled
+    /// engine already ([`next_command`]).
     nudged: AtomicBool,
     /// Saves done on their callers' threads so far.
     activity: AtomicU64,
@@ -189,13 +207,14 @@ impl Writer {
 
     /// Records whether `engine` is left unsettled, after a command (under the lock).
     fn note(&self, engine: &dyn EngineWriter) {
-        self.unsettled.store(engine.unsettled(), Ordering::Release);
+        self.unsettled.store(engine.unsettled(), Ordering::SeqCst);
     }
 
     /// True when the caller of a save just done on its own thread must send
-    /// [`Cmd::Settle`]: the engine is unsettled and no such command is on its way.
+    /// [`Cmd::Settle`]: the engine is unsettled, and the thread neither watches it already
+    /// nor has such a command on its way ([`next_command`]).
     pub(crate) fn wants_settle(&self) -> bool {
-        self.unsettled.load(Ordering::Acquire) && !self.nudged.swap(true, Ordering::AcqRel)
+        self.unsettled.load(Ordering::SeqCst) && !self.nudged.swap(true, Ordering::SeqCst)
     }
 
     /// Settles the engine (the writer thread, once saves paused); a failure is logged:
@@ -299,10 +318,12 @@ fn serve(writer: &Writer, poison: Poison, rx: Receiver<Cmd>) {
     let mut next: Option<Cmd> = None;
     // Requests in the last save group: more than one means concurrent callers.
     let mut last_requests = 0usize;
+    // The last command was a save this thread answered.
+    let mut answered = false;
     loop {
         let cmd = match next.take() {
             Some(c) => c,
-            None => match next_command(writer, &rx) {
+            None => match next_command(writer, &rx, answered) {
                 Some(c) => {
                     if c.counted() {
                         writer.took();
@@ -312,6 +333,7 @@ fn serve(writer: &Writer, poison: Poison, rx: Receiver<Cmd>) {
                 None => return,
             },
         };
+        answered = matches!(cmd, Cmd::Save { .. });
         match cmd {
             Cmd::Save { txs, reply } => {
                 let mut bytes: usize = txs.iter().map(|t| t.payload.len()).sum();
@@ -325,7 +347,7 @@ fn serve(writer: &Writer, poison: Poison, rx: Receiver<Cmd>) {
                         writer.took();
                     }
                     match got {
-                        Ok(Cmd::Settle) => writer.nudged.store(false, Ordering::Release),
+                        Ok(Cmd::Settle) => {}
                         Ok(Cmd::Save { txs, reply }) => {
                             arrived = Instant::now();
                             count += txs.len();
@@ -392,9 +414,8 @@ fn serve(writer: &Writer, poison: Poison, rx: Receiver<Cmd>) {
                 let _ = reply.send(());
                 return;
             }
-            // Cleared before the engine is looked at again (next_command), so that a save
-            // that finds the flag set has its unsettled state seen by this thread.
-            Cmd::Settle => writer.nudged.store(false, Ordering::Release),
+            // The wake-up was the point: next_command watches the engine from here on.
+            Cmd::Settle => {}
         }
     }
 }
@@ -469,6 +490,8 @@ mod tests {
         panic: bool,
         /// Every save leaves it unsettled, as the segments engine's small groups do.
         unsettled: bool,
+        /// Settling fails (a shared commit that keeps failing): it stays unsettled.
+        stuck: bool,
     }
 
     impl EngineWriter for Recorder {
@@ -483,6 +506,9 @@ mod tests {
             self.unsettled
         }
         fn settle(&mut self) -> Result<()> {
+            if self.stuck {
+                return Err(StorageError::Poisoned("the commit keeps failing".into()));
+            }
             if self.unsettled {
                 self.unsettled = false;
                 lock(&self.groups).push(("settled".into(), 0));
@@ -498,11 +524,16 @@ mod tests {
     }
 
     fn recorder(inline: bool, panic: bool) -> (Writer, Groups) {
+        recorder_with(inline, panic, false)
+    }
+
+    fn recorder_with(inline: bool, panic: bool, stuck: bool) -> (Writer, Groups) {
         let groups = std::sync::Arc::new(Mutex::new(Vec::new()));
         let engine = Recorder {
             groups: groups.clone(),
             panic,
             unsettled: false,
+            stuck,
         };
         (Writer::new(Box::new(engine), inline), groups)
     }
@@ -594,6 +625,38 @@ mod tests {
             assert_eq!(seen.len(), 4, "{seen:?}");
             assert_eq!(seen[3].0, "settled", "{seen:?}");
             thread.join().expect("writer thread");
+        });
+    }
+
+    #[test]
+    fn a_thread_that_watches_an_unsettled_engine_is_not_woken_again_by_each_save() {
+        let (w, groups) = recorder_with(true, false, true);
+        let poison = Poison::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let thread = s.spawn(|| run(&w, poison.clone(), rx));
+            assert!(w.save_inline(&poison, &one_tx()).is_some());
+            assert!(w.wants_settle());
+            tx.send(Cmd::Settle).expect("send");
+            // A flush after the wake-up: once it is answered, the thread has taken the
+            // wake-up too. The engine cannot settle, so the thread goes on watching it.
+            let (reply, got) = oneshot::channel();
+            w.queue(true);
+            tx.send(Cmd::Flush { reply }).expect("send");
+            assert!(got.blocking_recv().expect("answer").is_err());
+            let asked: Vec<bool> = (0..3)
+                .map(|_| w.save_inline(&poison, &one_tx()).is_some() && w.wants_settle())
+                .collect();
+            let (reply, got) = oneshot::channel();
+            w.queue(true);
+            tx.send(Cmd::Close { reply }).expect("send");
+            got.blocking_recv().expect("closed");
+            thread.join().expect("writer thread");
+            assert_eq!(
+                asked, [false; 3],
+                "a watching thread was asked to wake again"
+            );
+            assert_eq!(lock(&groups).len(), 4);
         });
     }
 
