@@ -683,10 +683,13 @@ impl SegmentsWriter {
     /// only, never those of groups acknowledged before it. Nothing is committed here.
     fn group_txn<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let open = self.pending.is_some();
+        // Prepared once: parsed for every group, they showed in a single save's profile.
         let conn = |w: &Self, sql: &str, what: &str| {
             w.index
                 .conn
-                .execute_batch(sql)
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute([]))
+                .map(drop)
                 .map_err(|e| w.index.err(what, e))
         };
         if !open {
