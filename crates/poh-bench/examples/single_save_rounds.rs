@@ -21,9 +21,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use poh_bench::rocks_peer;
 use poh_storage::{Layout, OpenOptions, StorageManager, Tx};
-use rocksdb::{ColumnFamilyDescriptor, DB, WriteBatch, WriteOptions};
-use sha2::Digest as _;
+use rocksdb::{DB, WriteBatch, WriteOptions};
 
 /// Bytes of one record as the segments store writes it for these txs (header + id +
 /// holder + payload), for the raw limit's writes.
@@ -62,25 +62,11 @@ fn tx(i: usize) -> Result<Tx> {
     )?)
 }
 
-/// The RocksDB peer's write of one tx, as `poh-bench --peers rocksdb` does it: the record
-/// (holder, timestamp, SHA-256, payload) under its id, and a `(timestamp, id)` key for
-/// expiry, in one synced batch.
+/// The RocksDB peer's write of one tx, as `poh-bench --peers rocksdb` does it: one synced
+/// batch of its record and its time key.
 fn rocks_save(db: &DB, synced: &WriteOptions, t: &Tx) -> Result<()> {
-    let data = db.cf_handle("data").context("no data column family")?;
-    let time = db.cf_handle("time").context("no time column family")?;
-    let hash: [u8; 32] = sha2::Sha256::digest(&t.payload).into();
-    let holder = t.holder_id.as_bytes();
-    let mut v = Vec::with_capacity(2 + holder.len() + 8 + 32 + t.payload.len());
-    v.extend_from_slice(&u16::try_from(holder.len())?.to_le_bytes());
-    v.extend_from_slice(holder);
-    v.extend_from_slice(&t.timestamp.to_le_bytes());
-    v.extend_from_slice(&hash);
-    v.extend_from_slice(&t.payload);
-    let mut key = t.timestamp.to_bits().to_be_bytes().to_vec();
-    key.extend_from_slice(t.tx_id.as_str().as_bytes());
     let mut b = WriteBatch::default();
-    b.put_cf(data, t.tx_id.as_str().as_bytes(), v);
-    b.put_cf(time, key, []);
+    rocks_peer::put(&mut b, db, t)?;
     db.write_opt(b, synced)?;
     Ok(())
 }
@@ -122,18 +108,8 @@ async fn main() -> Result<()> {
     };
     let sm = StorageManager::open_with(&base, &base.join("poh.db"), opts).await?;
 
-    let mut ro = rocksdb::Options::default();
-    ro.create_if_missing(true);
-    ro.create_missing_column_families(true);
-    ro.set_compression_type(rocksdb::DBCompressionType::None);
-    let cfs = ["data", "time"].map(|name| {
-        let mut o = rocksdb::Options::default();
-        o.set_compression_type(rocksdb::DBCompressionType::None);
-        ColumnFamilyDescriptor::new(name, o)
-    });
-    let db = DB::open_cf_descriptors(&ro, dir.path().join("rocksdb"), cfs)?;
-    let mut synced = WriteOptions::default();
-    synced.set_sync(true);
+    let db = rocks_peer::open(&dir.path().join("rocksdb"))?;
+    let synced = rocks_peer::synced();
 
     // The disk's limits: one file written ahead (appends inside written bytes, as the
     // segments store's padding makes them), one grown by every write (as a log that is

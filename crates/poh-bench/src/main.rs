@@ -957,20 +957,9 @@ fn run_sqlite_peer(args: &Args, root: &Path, n: usize) -> Result<Vec<Row>> {
 #[cfg(feature = "rocksdb")]
 mod rocks {
     use super::*;
-    use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, WriteBatch, WriteOptions};
+    use poh_bench::rocks_peer::put;
+    use rocksdb::{IteratorMode, WriteBatch};
     use sha2::Digest as _;
-
-    fn value(t: &Tx) -> Vec<u8> {
-        let hash: [u8; 32] = sha2::Sha256::digest(&t.payload).into();
-        let holder = t.holder_id.as_bytes();
-        let mut v = Vec::with_capacity(2 + holder.len() + 8 + 32 + t.payload.len());
-        v.extend_from_slice(&(holder.len() as u16).to_le_bytes());
-        v.extend_from_slice(holder);
-        v.extend_from_slice(&t.timestamp.to_le_bytes());
-        v.extend_from_slice(&hash);
-        v.extend_from_slice(&t.payload);
-        v
-    }
 
     /// Checks a stored value's payload against its SHA-256.
     fn verify(id: &str, v: &[u8]) -> Result<()> {
@@ -983,35 +972,10 @@ mod rocks {
         Ok(())
     }
 
-    /// `(timestamp, id)` as an ordered key (timestamps are non-negative: their bits order).
-    fn time_key(t: &Tx) -> Vec<u8> {
-        let mut k = t.timestamp.to_bits().to_be_bytes().to_vec();
-        k.extend_from_slice(t.tx_id.as_str().as_bytes());
-        k
-    }
-
-    fn put(b: &mut WriteBatch, db: &DB, t: &Tx) -> Result<()> {
-        let data = db.cf_handle("data").context("no data column family")?;
-        let time = db.cf_handle("time").context("no time column family")?;
-        b.put_cf(data, t.tx_id.as_str().as_bytes(), value(t));
-        b.put_cf(time, time_key(t), []);
-        Ok(())
-    }
-
     pub(super) fn run_rocksdb_peer(args: &Args, root: &Path, n: usize) -> Result<Vec<Row>> {
         let dir = root.join(format!("peer-rocksdb-{n}"));
-        let mut opts = rocksdb::Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::None);
-        let cfs = ["data", "time"].map(|name| {
-            let mut o = rocksdb::Options::default();
-            o.set_compression_type(rocksdb::DBCompressionType::None);
-            ColumnFamilyDescriptor::new(name, o)
-        });
-        let db = std::sync::Arc::new(DB::open_cf_descriptors(&opts, &dir, cfs)?);
-        let mut synced = WriteOptions::default();
-        synced.set_sync(true);
+        let db = std::sync::Arc::new(poh_bench::rocks_peer::open(&dir)?);
+        let synced = poh_bench::rocks_peer::synced();
         let size = args.size;
         let mut rows = Vec::new();
         eprintln!("N = {n}, peer rocksdb");
@@ -1067,8 +1031,7 @@ mod rocks {
                 .map(|c| {
                     let db = db.clone();
                     s.spawn(move || -> Result<()> {
-                        let mut synced = WriteOptions::default();
-                        synced.set_sync(true);
+                        let synced = poh_bench::rocks_peer::synced();
                         for k in 0..per {
                             let i = k * args_concurrency + c;
                             if i >= total {

@@ -683,15 +683,9 @@ impl SegmentsWriter {
     /// only, never those of groups acknowledged before it. Nothing is committed here.
     fn group_txn<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let open = self.pending.is_some();
-        // Prepared once: parsed for every group, they showed in a single save's profile.
-        let conn = |w: &Self, sql: &str, what: &str| {
-            w.index
-                .conn
-                .prepare_cached(sql)
-                .and_then(|mut s| s.execute([]))
-                .map(drop)
-                .map_err(|e| w.index.err(what, e))
-        };
+        // Prepared once (exec): parsed for every group, they showed in a single save's
+        // profile.
+        let conn = |w: &Self, sql: &str, what: &str| w.exec(sql, [], what).map(drop);
         if !open {
             self.index.durability(false)?;
             conn(self, "BEGIN IMMEDIATE", "begin a transaction")?;
