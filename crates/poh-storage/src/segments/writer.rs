@@ -324,11 +324,6 @@ fn hold<'a>(
         log_repair(&report);
         cache.valid = false;
     }
-    if own_pending && cache.valid {
-        // Held since this writer's last group, in its open transaction: nobody else
-        // can have committed, so the cache is current.
-        return Ok(guard);
-    }
     let generation = index.config("generation")?;
     if !cache.valid || cache.generation != generation {
         *cache = Cache {
