@@ -294,3 +294,57 @@ fn a_writer_that_dies_before_its_shared_commit_leaves_the_next_one_its_saves() {
         drop(b);
     }
 }
+
+/// A reader racing the writer's shared commits never misses an answered save: each look
+/// made after a save was answered lists and counts it, whether the save's rows are still
+/// answered-only (served from the overlay) or already committed (the overlay is cleared
+/// then). The commit can land between any two steps of a look; a listing that read the
+/// index before taking the overlay would miss the rows of a commit landing in between.
+#[test]
+fn a_look_racing_the_shared_commit_sees_every_answered_save() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const SAVES: usize = 1000;
+    let f = Fixture::new();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut w = f.writer();
+    let mut r = f.engine.reader().expect("reader");
+    let looks = {
+        let (answered, done) = (answered.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut looks = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                let before = answered.load(Ordering::SeqCst);
+                let page = r.page_ids(None, SAVES + 1).expect("page");
+                assert!(
+                    page.len() >= before,
+                    "listed {} of {before} answered saves",
+                    page.len()
+                );
+                let before = answered.load(Ordering::SeqCst);
+                let count = r.stats().expect("stats").count as usize;
+                assert!(
+                    count >= before,
+                    "counted {count} of {before} answered saves"
+                );
+                if let Some(last) = answered.load(Ordering::SeqCst).checked_sub(1) {
+                    let id = TxId::new(format!("r{last:05}")).expect("id");
+                    assert!(r.load(&id).expect("load").is_some(), "{id} not found");
+                }
+                looks += 1;
+            }
+            looks
+        })
+    };
+    for i in 0..SAVES {
+        save(&mut w, &[tx(&format!("r{i:05}"), 10.0, b"p")]);
+        answered.store(i + 1, Ordering::SeqCst);
+        if i % 2 == 1 {
+            w.settle().expect("settle");
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    let looks = looks.join().expect("reader thread");
+    assert!(looks > 0);
+}

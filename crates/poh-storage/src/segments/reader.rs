@@ -103,11 +103,16 @@ impl SegmentsReader {
         out
     }
 
-    /// Up to `limit` rows after `after` in id order: the index's, with the overlay's.
+    /// Up to `limit` rows after `after` in id order: the index's, with the overlay's. The
+    /// overlay is taken first: its generation read is what starts the snapshot, so the
+    /// index rows are read at that generation or (when the overlay is ignored) a later one.
+    /// Reading the index first would let a shared commit land in between, clear the
+    /// writer's overlay, and leave its rows in neither.
     fn page_rows(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<Row>> {
         self.in_snapshot(|r| {
+            let ov = r.overlay()?;
             let rows = r.index.page(after, limit)?;
-            Ok(match r.overlay()? {
+            Ok(match ov {
                 Some(ov) => ov.page(rows, after, limit),
                 None => rows,
             })
