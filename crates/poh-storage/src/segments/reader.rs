@@ -88,29 +88,32 @@ impl SegmentsReader {
     /// Runs `f` on one snapshot of the index (a read transaction) when an overlay may
     /// apply, so that its generation check and the index reads merged with it agree: a
     /// commit landing between them would otherwise count its rows twice, or not at all.
-    fn in_snapshot<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    /// `f` gets the overlay, taken before anything else is read: its generation read is
+    /// what starts the snapshot, so the index is read at that generation or (the overlay
+    /// then ignored) a later one. An index read before it could meet a shared commit that
+    /// cleared the writer's overlay in between, and find its rows in neither.
+    fn in_snapshot<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self, Option<Arc<Overlay>>) -> Result<T>,
+    ) -> Result<T> {
         let may_apply = self.overlay.is_some() || crate::poison::lock(&self.acked).is_some();
         if !may_apply || !self.index.conn.is_autocommit() {
-            return f(self);
+            let ov = self.overlay()?;
+            return f(self, ov);
         }
         self.index
             .conn
             .execute_batch("BEGIN")
             .map_err(|e| self.index.err("begin a read", e))?;
-        let out = f(self);
+        let out = self.overlay().and_then(|ov| f(self, ov));
         // A read transaction: ending it cannot lose anything.
         let _ = self.index.conn.execute_batch("COMMIT");
         out
     }
 
-    /// Up to `limit` rows after `after` in id order: the index's, with the overlay's. The
-    /// overlay is taken first: its generation read is what starts the snapshot, so the
-    /// index rows are read at that generation or (when the overlay is ignored) a later one.
-    /// Reading the index first would let a shared commit land in between, clear the
-    /// writer's overlay, and leave its rows in neither.
+    /// Up to `limit` rows after `after` in id order: the index's, with the overlay's.
     fn page_rows(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<Row>> {
-        self.in_snapshot(|r| {
-            let ov = r.overlay()?;
+        self.in_snapshot(|r, ov| {
             let rows = r.index.page(after, limit)?;
             Ok(match ov {
                 Some(ov) => ov.page(rows, after, limit),
@@ -445,8 +448,8 @@ impl EngineReader for SegmentsReader {
         after: Option<(f64, &str)>,
         limit: usize,
     ) -> Result<Vec<MetaRow>> {
-        let rows = self.in_snapshot(|r| {
-            Ok(match r.overlay()? {
+        let rows = self.in_snapshot(|r, ov| {
+            Ok(match ov {
                 Some(ov) => ov.expired(
                     r.index.find_expired(
                         now,
@@ -467,7 +470,7 @@ impl EngineReader for SegmentsReader {
     }
 
     fn stats(&mut self) -> Result<Stats> {
-        self.in_snapshot(|r| match r.overlay()? {
+        self.in_snapshot(|r, ov| match ov {
             Some(ov) => ov.stats(&r.index),
             None => r.index.stats(),
         })
