@@ -644,9 +644,15 @@ mod tests {
             w.queue(true);
             tx.send(Cmd::Flush { reply }).expect("send");
             assert!(got.blocking_recv().expect("answer").is_err());
-            let asked: Vec<bool> = (0..3)
-                .map(|_| w.save_inline(&poison, &one_tx()).is_some() && w.wants_settle())
-                .collect();
+            // Each save made inline: the thread's timed settle (which keeps failing) may
+            // hold the engine for a moment, and a save that finds it held is not made.
+            let saved_inline = || loop {
+                match w.save_inline(&poison, &one_tx()) {
+                    Some(r) => return r.is_ok(),
+                    None => std::thread::yield_now(),
+                }
+            };
+            let asked: Vec<bool> = (0..3).map(|_| saved_inline() && w.wants_settle()).collect();
             let (reply, got) = oneshot::channel();
             w.queue(true);
             tx.send(Cmd::Close { reply }).expect("send");
