@@ -348,3 +348,49 @@ fn a_look_racing_the_shared_commit_sees_every_answered_save() {
     let looks = looks.join().expect("reader thread");
     assert!(looks > 0);
 }
+
+/// A writer skips reading the index's generation only while it holds answered groups of
+/// its own (the store lock and its write transaction held since its last commit). Two
+/// writers, as two processes, take turns appending to one time window: while one holds
+/// its answered groups the other cannot take the lock; once they are committed, the next
+/// save of either must see what the other appended there, or it would write over it.
+#[test]
+fn writers_taking_turns_in_one_window_never_write_over_each_other() {
+    let f = Fixture::new();
+    let other = f.open_again();
+    let mut a = f.writer();
+    let mut b = other
+        .segments_writer(Poison::default(), true)
+        .expect("writer");
+    let mut want: Vec<String> = Vec::new();
+    for turn in 0..6 {
+        let (w, name): (&mut SegmentsWriter, &str) = if turn % 2 == 0 {
+            (&mut a, "a")
+        } else {
+            (&mut b, "b")
+        };
+        for k in 0..3 {
+            let id = format!("{name}{turn}-{k}");
+            save(w, &[tx(&id, 10.0, id.as_bytes())]);
+            want.push(id);
+        }
+        assert!(
+            w.unsettled(),
+            "turn {turn}: the groups wait for their commit"
+        );
+        assert!(!f.lock_free(), "turn {turn}: held until their commit");
+        w.settle().expect("settle");
+    }
+    want.sort();
+    assert_eq!(f.indexed(), want);
+    for r in [f.engine.reader(), other.reader()] {
+        let mut r = r.expect("reader");
+        for id in &want {
+            let got = r
+                .load(&TxId::new(id.as_str()).expect("id"))
+                .expect("load")
+                .expect("found");
+            assert_eq!(got.payload, id.as_bytes(), "{id}");
+        }
+    }
+}
