@@ -866,7 +866,7 @@ impl SegmentsWriter {
     /// segments' new lengths and newest timestamps, and every segment's live and dead
     /// counts (`deltas`); then the seals. Returns the segments left without a live record
     /// (and with committed bytes), now marked dropped. A small save group touches one
-    /// segment, and two statements for it (length, then counts) showed in its profile.
+    /// segment: one statement for it, where the length and the counts took two.
     fn account(
         &mut self,
         staged: &[Staged],
