@@ -29,41 +29,18 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use poh_bench::rocks_peer;
+use poh_bench::util::{arg, median, payload};
 use poh_storage::{Layout, OpenOptions, StorageManager, Tx};
 use rocksdb::{DB, WriteBatch};
 
 const BATCH: usize = 1000;
-
-fn arg<T: std::str::FromStr>(i: usize, default: T) -> Result<T>
-where
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    std::env::args()
-        .nth(i)
-        .map(|s| s.parse::<T>())
-        .transpose()
-        .with_context(|| format!("argument {i}"))
-        .map(|v| v.unwrap_or(default))
-}
-
-fn payload(i: usize) -> Vec<u8> {
-    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn tx(i: usize, spacing: f64) -> Result<Tx> {
     Ok(Tx::new(
         format!("b{i:08}"),
         "bench-holder",
         1_710_000_000.0 + i as f64 * spacing,
-        payload(i),
+        payload(i, 1024),
     )?)
 }
 
@@ -86,12 +63,6 @@ fn rocks_busy(db: &DB) -> Result<bool> {
         }
     }
     Ok(busy > 0)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 #[tokio::main]

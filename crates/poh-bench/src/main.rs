@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use poh_bench::util::payload;
 use poh_storage::{Layout, StorageManager, Tx, TxId};
 use poh_ttl::{ManualClock, ScanMode, TtlManager};
 use serde::Serialize;
@@ -160,18 +161,6 @@ fn settle(dir: &Path) {
     if let Ok(d) = fs::File::open(dir) {
         let _ = rustix::fs::syncfs(&d);
     }
-}
-
-fn payload(i: usize, size: usize) -> Vec<u8> {
-    let mut p = vec![0u8; size];
-    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for b in p.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    p
 }
 
 const T0: f64 = 1_700_000_000.0;
