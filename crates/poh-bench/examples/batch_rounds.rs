@@ -125,7 +125,7 @@ async fn main() -> Result<()> {
                 // writes return: waited for here, so that none of them runs during the
                 // other side's round, and reported as a second figure.
                 while rocks_busy(&db)? {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
                 ra = n / t.elapsed().as_secs_f64();
             }
