@@ -537,16 +537,38 @@ async fn an_index_of_an_earlier_version_is_read_as_it_is_and_upgraded_by_a_write
             .unwrap()
     };
     let sha_hex = |p: &[u8]| hex::encode(sha2::Sha256::digest(p));
-    // Version 3: the row holds no hash; the metadata reads it from the record's header.
-    assert_eq!(version(), 3);
+    let indexes = || -> Vec<String> {
+        let db = db();
+        let mut s = db
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records'
+                   AND sql IS NOT NULL ORDER BY name",
+            )
+            .unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    // Version 4: the row holds no hash (the metadata reads it from the record's header),
+    // and one index on (seg, timestamp) serves expiry, verify and compaction.
+    assert_eq!(version(), 4);
     assert_eq!(hash_len("a"), 0);
-    // An index written by a version-2 or version-1 binary: its rows hold the hash.
+    assert_eq!(indexes(), ["records_seg_ts"]);
+    // An index written by a version-3, -2 or -1 binary: its two indexes, and (before
+    // version 3) its rows hold the hash.
+    db().execute_batch(
+        "DROP INDEX records_seg_ts;
+         CREATE INDEX records_time ON records(timestamp, tx_id);
+         CREATE INDEX records_seg ON records(seg, off);",
+    )
+    .unwrap();
     db().execute(
         "UPDATE records SET hash = ?1 WHERE tx_id = 'a'",
         [&sha2::Sha256::digest(b"x")[..]],
     )
     .unwrap();
-    for old in [1, 2] {
+    for old in [1, 2, 3] {
         set(old);
         let ro = st.open_read_only().await;
         assert_eq!(ro.load(&id("a")).await.unwrap().unwrap().payload, b"x");
@@ -554,14 +576,23 @@ async fn an_index_of_an_earlier_version_is_read_as_it_is_and_upgraded_by_a_write
             ro.meta(&id("a")).await.unwrap().unwrap().storage_hash,
             sha_hex(b"x")
         );
+        // Its queries are right over the old indexes.
+        let expired = ro.find_expired(100.0, 1.0, None, 10).await.unwrap();
+        assert_eq!(
+            expired.iter().map(|r| r.tx_id.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert!(ro.verify().await.unwrap().is_clean());
         ro.close().await.unwrap();
         assert_eq!(version(), old, "a read-only handle changes nothing");
+        assert_eq!(indexes(), ["records_seg", "records_time"]);
     }
     let sm = st.open().await;
     sm.save(tx("b", 20.0, b"y")).await.unwrap();
     // The index is read and written from outside below: the save's commit lands now.
     sm.flush().await.unwrap();
-    assert_eq!(version(), 3);
+    assert_eq!(version(), 4);
+    assert_eq!(indexes(), ["records_seg_ts"], "the old indexes are swapped");
     assert_eq!(
         (hash_len("a"), hash_len("b")),
         (32, 0),
@@ -584,7 +615,7 @@ async fn an_index_of_an_earlier_version_is_read_as_it_is_and_upgraded_by_a_write
     assert!(matches!(err, StorageError::Integrity { .. }), "{err}");
     sm.close().await.unwrap();
     // A later version than this build knows is refused, never served.
-    set(4);
+    set(5);
     let err = StorageManager::open_with(&st.base, &st.db, OpenOptions::default())
         .await
         .unwrap_err();
@@ -638,6 +669,119 @@ async fn compaction_gives_dead_space_back_and_keeps_every_live_tx() {
         assert_eq!((got.payload.len(), got.timestamp), (4096, 29.0));
     }
     assert_eq!(sm.load(&id("t9")).await.unwrap(), None);
+    assert!(sm.verify().await.unwrap().is_clean());
+    sm.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn expiry_walks_a_window_of_several_segments_in_time_order() {
+    // One window (100 s) with two segments: compaction seals the first and moves its
+    // oldest live records (one step: up to 4 MiB) into a new one, where later saves go
+    // too. A window before it expires whole; one after it not at all.
+    let st = Store::new();
+    let sm = st.open().await;
+    let big = vec![3u8; 40 * 1024];
+    let mut live: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut save = |txs: Vec<(String, f64)>| {
+        for (i, t) in &txs {
+            live.insert(i.clone(), *t);
+        }
+        txs.into_iter()
+            .map(|(i, t)| tx(&i, t, &big))
+            .collect::<Vec<_>>()
+    };
+    let old: Vec<_> = (0..5)
+        .map(|i| (format!("old{i}"), 5.0 + i as f64))
+        .collect();
+    sm.save_batch(save(old)).await.unwrap();
+    let e = |ts: &dyn Fn(usize) -> f64, n: usize| -> Vec<(String, f64)> {
+        (0..n).map(|i| (format!("e{i:03}"), ts(i))).collect()
+    };
+    // Equal timestamps throughout: the order within one is the id's.
+    sm.save_batch(save(e(&|i| 100.0 + (i % 30) as f64, 150)))
+        .await
+        .unwrap();
+    sm.save_batch(save(e(&|i| 100.5 + (i * 7 % 40) as f64, 150)))
+        .await
+        .unwrap();
+    sm.save_batch(save(e(&|i| 100.5 + (i * 7 % 40) as f64, 10)))
+        .await
+        .unwrap();
+    let late: Vec<_> = (0..20)
+        .map(|i| (format!("n{i:02}"), 100.5 + 2.0 * i as f64))
+        .chain((0..5).map(|i| (format!("z{i}"), 250.0 + i as f64)))
+        .collect();
+    sm.save_batch(save(late)).await.unwrap();
+    let segs_of = |prefix: &[&str]| -> BTreeSet<PathBuf> {
+        live.keys()
+            .filter(|k| prefix.iter().any(|p| k.starts_with(p)))
+            .map(|k| st.location(k).0)
+            .collect()
+    };
+    assert_eq!(segs_of(&["e", "n"]).len(), 2, "the window has two segments");
+    assert!(segs_of(&["old"]).is_disjoint(&segs_of(&["e", "n"])));
+
+    // Expired: before 135 s, in both segments of the window (compaction moved the oldest
+    // rows; the second holds later saves of older times). The dry run, 7 rows a page,
+    // lists exactly those, in order.
+    let (now, ttl) = (1000.0, 865.0);
+    let mut want: Vec<(f64, String)> = live
+        .iter()
+        .filter(|(_, t)| now - **t > ttl)
+        .map(|(i, t)| (*t, i.clone()))
+        .collect();
+    want.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    assert!(want.len() > 100, "{}", want.len());
+    let expired_in = |seg: &PathBuf| {
+        want.iter()
+            .filter(|(_, i)| &st.location(i).0 == seg)
+            .count()
+    };
+    assert!(
+        segs_of(&["e", "n"]).iter().all(|s| expired_in(s) > 7),
+        "expired rows in each segment of the window"
+    );
+    let mut listed: Vec<(f64, String)> = Vec::new();
+    loop {
+        let after = listed.last().cloned();
+        let page = sm.find_expired(now, ttl, after, 7).await.unwrap();
+        assert!(page.len() <= 7);
+        let n = page.len();
+        listed.extend(page.into_iter().map(|r| (r.timestamp, r.tx_id)));
+        if n < 7 {
+            break;
+        }
+    }
+    assert_eq!(listed, want);
+
+    // The pass, 7 a batch (the old window whole), deletes exactly those.
+    let mut gone: Vec<String> = Vec::new();
+    loop {
+        let batch = sm.delete_expired(now, ttl, 7).await.unwrap();
+        let n = batch.len();
+        gone.extend(batch);
+        if n < 7 {
+            break;
+        }
+    }
+    gone.sort();
+    let mut want_ids: Vec<String> = want.into_iter().map(|(_, i)| i).collect();
+    want_ids.sort();
+    assert_eq!(gone, want_ids);
+    assert!(
+        sm.find_expired(now, ttl, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for (i, t) in live.iter().filter(|(_, t)| now - **t <= ttl) {
+        let got = sm.load(&id(i)).await.unwrap().unwrap();
+        assert_eq!(got.timestamp, *t, "{i}");
+    }
+    assert_eq!(
+        sm.stats().await.unwrap().count,
+        (live.len() - gone.len()) as u64
+    );
     assert!(sm.verify().await.unwrap().is_clean());
     sm.close().await.unwrap();
 }

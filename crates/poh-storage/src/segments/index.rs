@@ -2,7 +2,7 @@
 //! is, and account each segment's live and dead bytes. (The segments are the data; the
 //! index is what is committed: a record is part of the store once its row is.)
 //!
-//! Schema (version 3, `PRAGMA application_id` = "PoHS"):
+//! Schema (version 4, `PRAGMA application_id` = "PoHS"):
 //! ```sql
 //! CREATE TABLE records (
 //!   tx_id TEXT PRIMARY KEY NOT NULL,
@@ -14,8 +14,9 @@
 //!   hash BLOB NOT NULL             -- empty: the record's header holds the payload's
 //!                                  -- SHA-256 (rows of a version-2 index: the 32 bytes)
 //! ) WITHOUT ROWID;
-//! CREATE INDEX records_time ON records(timestamp, tx_id);   -- expiry, dry runs
-//! CREATE INDEX records_seg ON records(seg, off);            -- verify, compaction, drops
+//! CREATE INDEX records_seg_ts ON records(seg, timestamp);  -- expiry, dry runs, verify,
+//!                                                          -- compaction, drops (each
+//!                                                          -- entry ends with its tx_id)
 //! CREATE TABLE segments (
 //!   id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL,
 //!   state INTEGER NOT NULL,        -- 0 open for appends, 1 sealed, 2 dropped: its file is
@@ -40,6 +41,16 @@
 //! header; listings of ids and loads need nothing more than before. Rows of a version-2
 //! index keep their hashes, and both are checked. A version-2 binary would find no hash
 //! to check against, so it is refused.
+//!
+//! Version 4 (the same tables) keeps one secondary index instead of two: `(seg,
+//! timestamp)` replaces `(timestamp, tx_id)` and `(seg, off)`, a B-tree less for every row
+//! a save writes (docs/design.md §7.1). A row below the TTL cutoff can only be in a live
+//! segment whose time window starts before it ([`Index::expiry_candidates`]: usually the
+//! few segments of one window), and in each of them the expired rows are a range of this
+//! index; windows never overlap in time, so walking them in order walks the rows in
+//! `(timestamp, tx_id)` order. The upgrade from versions 1–3 swaps the indexes in one
+//! transaction. A version-3 binary would use neither index, so it is refused; this
+//! binary reads an older index as it is (its queries are right over either index).
 
 use std::path::{Path, PathBuf};
 
@@ -50,7 +61,7 @@ use crate::error::{Result, StorageError};
 use crate::files::meta::{SqliteBackend, cutoff, meta_err, schema_version};
 
 /// Schema version of the segments index (see the module's notes on versions 2 and 3).
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 /// `PRAGMA application_id` of a segments index ("PoHS").
 pub(crate) const APPLICATION_ID: i64 = 0x506F_4853;
 
@@ -184,35 +195,10 @@ pub(crate) fn seg_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<SegRow> {
 pub(crate) const SEG_COLS: &str =
     "id, bucket, state, len, live_count, live_bytes, dead_bytes, newest";
 
-/// Where a scan of expired rows starts.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ExpiryScan {
-    /// No row of a live segment is below this timestamp: the start of the oldest live
-    /// segment's window (a hair lower, for the rounding of `floor(ts / window)`), or
-    /// infinity when no segment is live. Rows of dropped segments that wait for their
-    /// sweep are all older, except those of a window that still has a live segment.
-    pub(crate) floor: f64,
-    /// A dropped segment of such a window exists: the scan must leave out its rows.
-    pub(crate) interleaved: bool,
-}
-
-impl ExpiryScan {
-    /// A scan of every row: for a writer whose last sweep left no dropped segment with
-    /// rows, so that there is nothing to skip and no need to look at the segment table.
-    pub(crate) const EVERY_ROW: Self = Self {
-        floor: f64::NEG_INFINITY,
-        interleaved: false,
-    };
-
-    /// The SQL condition the scan adds to leave out rows of dropped segments (none when
-    /// no such row can lie past the floor: the check costs a lookup per row).
-    pub(crate) fn filter(&self) -> String {
-        if self.interleaved {
-            format!("AND {LIVE_SEG}")
-        } else {
-            String::new()
-        }
-    }
+/// The time window of a timestamp (finite and non-negative) in a store of `window`-second
+/// windows: the segments' `bucket`.
+pub(crate) fn bucket_of(ts: f64, window: u64) -> u64 {
+    (ts / window as f64).floor() as u64
 }
 
 /// Opens connections to the index database.
@@ -302,14 +288,22 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<()> {
     if version == SCHEMA_VERSION {
         return check_schema(conn, path);
     }
-    if version == 1 || version == 2 {
+    if (1..SCHEMA_VERSION).contains(&version) {
         // Same tables. From version 2 on a dropped segment may keep rows (its garbage),
         // which a version-1 binary would serve; from version 3 on new rows carry no hash,
-        // which a version-2 binary would have nothing to check against. The version says so.
+        // which a version-2 binary would have nothing to check against; from version 4 on
+        // one index on (seg, timestamp) replaces two. The version says so.
         check_schema(conn, path)?;
-        return conn
-            .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-            .map_err(|e| err(&format!("upgrade the index to version {SCHEMA_VERSION}"), e));
+        let what = format!("upgrade the index to version {SCHEMA_VERSION}");
+        let tx = conn.unchecked_transaction().map_err(|e| err(&what, e))?;
+        tx.execute_batch(&format!(
+            "DROP INDEX IF EXISTS records_time;
+             DROP INDEX IF EXISTS records_seg;
+             CREATE INDEX IF NOT EXISTS records_seg_ts ON records(seg, timestamp);
+             PRAGMA user_version = {SCHEMA_VERSION};"
+        ))
+        .map_err(|e| err(&what, e))?;
+        return tx.commit().map_err(|e| err(&what, e));
     }
     let tx = conn
         .unchecked_transaction()
@@ -338,8 +332,7 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<()> {
             timestamp REAL NOT NULL,
             holder_id TEXT NOT NULL,
             hash BLOB NOT NULL) WITHOUT ROWID;
-         CREATE INDEX IF NOT EXISTS records_time ON records(timestamp, tx_id);
-         CREATE INDEX IF NOT EXISTS records_seg ON records(seg, off);
+         CREATE INDEX IF NOT EXISTS records_seg_ts ON records(seg, timestamp);
          CREATE TABLE IF NOT EXISTS segments (
             id INTEGER PRIMARY KEY,
             bucket INTEGER NOT NULL,
@@ -444,8 +437,39 @@ impl Index {
         }
     }
 
-    /// Up to `limit` expired rows after `after`, oldest first, in a store of `window`-second
-    /// segment windows.
+    /// The live segments that may hold a row below `cutoff`, from window `from` on, by
+    /// window and id: those of the windows that start before it. (`floor(ts / window)`
+    /// never decreases as `ts` grows, so no row below the cutoff is in a later window, and
+    /// no row at or after a timestamp in an earlier one.)
+    pub(crate) fn expiry_candidates(
+        &self,
+        cutoff: f64,
+        window: u64,
+        from: u64,
+    ) -> Result<Vec<(u64, u64)>> {
+        if cutoff.is_nan() || cutoff <= 0.0 {
+            // Timestamps are never negative.
+            return Ok(Vec::new());
+        }
+        let last = to_i64(bucket_of(cutoff, window));
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT bucket, id FROM segments
+                 WHERE bucket >= ?1 AND bucket <= ?2 AND state < {DROPPED}
+                 ORDER BY bucket, id"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![to_i64(from), last], |r| {
+                    Ok((to_u64(r.get(0)?), to_u64(r.get(1)?)))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.err("find the segments that may hold expired rows", e))
+    }
+
+    /// Up to `limit` expired rows after `after`, oldest first (`(timestamp, tx_id)`
+    /// order), in a store of `window`-second segment windows: window by window, the rows
+    /// of each of its segments merged.
     pub(crate) fn find_expired(
         &self,
         now: f64,
@@ -455,58 +479,67 @@ impl Index {
         window: u64,
     ) -> Result<Vec<Row>> {
         let (ats, aid) = after.unwrap_or((f64::NEG_INFINITY, ""));
-        let scan = self.expiry_scan(window)?;
+        let from = if ats > 0.0 { bucket_of(ats, window) } else { 0 };
+        let segs = self.expiry_candidates(cutoff(now, ttl), window, from)?;
+        let sql = format!(
+            "SELECT {ROW_COLS} FROM records
+             WHERE seg = ?1 AND timestamp < ?2 AND (?3 - timestamp) > ?4
+               AND timestamp >= ?5 AND (timestamp, tx_id) > (?5, ?6)
+             ORDER BY timestamp, tx_id LIMIT ?7"
+        );
+        let mut out: Vec<Row> = Vec::new();
+        let mut rest = segs.as_slice();
+        while let Some(&(bucket, _)) = rest.first() {
+            let left = limit.saturating_sub(out.len());
+            if left == 0 {
+                break;
+            }
+            let n = rest.iter().take_while(|(b, _)| *b == bucket).count();
+            let mut rows: Vec<Row> = Vec::new();
+            for &(_, seg) in &rest[..n] {
+                rows.extend(self.rows(
+                    &sql,
+                    params![
+                        to_i64(seg),
+                        cutoff(now, ttl),
+                        now,
+                        ttl,
+                        ats,
+                        aid,
+                        to_i64(left as u64)
+                    ],
+                    "find expired rows",
+                )?);
+            }
+            if n > 1 {
+                rows.sort_by(|a, b| {
+                    a.timestamp
+                        .total_cmp(&b.timestamp)
+                        .then_with(|| a.tx_id.cmp(&b.tx_id))
+                });
+                rows.truncate(left);
+            }
+            out.extend(rows);
+            rest = &rest[n..];
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` rows of segment `seg` after `after`, in `(timestamp, tx_id)` order.
+    pub(crate) fn rows_of_segment(
+        &self,
+        seg: u64,
+        after: Option<(f64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
+        let (ats, aid) = after.unwrap_or((f64::NEG_INFINITY, ""));
         self.rows(
             &format!(
                 "SELECT {ROW_COLS} FROM records
-                 WHERE timestamp < ?1 AND (?2 - timestamp) > ?3 AND (timestamp, tx_id) > (?4, ?5)
-                   AND timestamp >= ?7 {}
-                 ORDER BY timestamp, tx_id LIMIT ?6",
-                scan.filter()
+                 WHERE seg = ?1 AND timestamp >= ?2 AND (timestamp, tx_id) > (?2, ?3)
+                 ORDER BY timestamp, tx_id LIMIT ?4"
             ),
-            params![
-                cutoff(now, ttl),
-                now,
-                ttl,
-                ats,
-                aid,
-                to_i64(limit as u64),
-                scan.floor
-            ],
-            "find expired rows",
-        )
-    }
-
-    /// Where a scan of expired rows starts, and whether it must leave out rows of dropped
-    /// segments on its way.
-    pub(crate) fn expiry_scan(&self, window: u64) -> Result<ExpiryScan> {
-        let (bucket, interleaved): (Option<i64>, bool) = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT m, EXISTS (SELECT 1 FROM segments WHERE state = {DROPPED} AND bucket >= m)
-                 FROM (SELECT min(bucket) AS m FROM segments WHERE state < {DROPPED})"
-            ))
-            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
-            .map_err(|e| self.err("find the oldest live segment", e))?;
-        Ok(ExpiryScan {
-            floor: match bucket {
-                None => f64::INFINITY,
-                Some(b) => {
-                    let start = b.max(0) as f64 * window as f64;
-                    start * (1.0 - 1e-12)
-                }
-            },
-            interleaved,
-        })
-    }
-
-    /// Up to `limit` rows of segment `seg` at offsets of at least `from`, in offset order.
-    pub(crate) fn rows_of_segment(&self, seg: u64, from: u64, limit: usize) -> Result<Vec<Row>> {
-        self.rows(
-            &format!(
-                "SELECT {ROW_COLS} FROM records WHERE seg = ?1 AND off >= ?2 ORDER BY off LIMIT ?3"
-            ),
-            params![to_i64(seg), to_i64(from), to_i64(limit as u64)],
+            params![to_i64(seg), ats, aid, to_i64(limit as u64)],
             "read rows of a segment",
         )
     }

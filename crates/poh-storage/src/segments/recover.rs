@@ -19,7 +19,7 @@ use std::path::Path;
 use rusqlite::params;
 
 use super::dir::SegDir;
-use super::index::{DROPPED, Index, OPEN, ROW_COLS, Row, SEALED, SegRow, to_i64};
+use super::index::{DROPPED, Index, OPEN, Row, SEALED, SegRow, to_i64};
 use super::reader::{self, Problem};
 use super::replay::replay;
 use crate::error::{Result, StorageError};
@@ -411,12 +411,13 @@ impl Scan<'_> {
                     continue;
                 }
             };
-            let mut from = 0u64;
+            let mut after: Option<(f64, String)> = None;
             let (mut count, mut bytes) = (0u64, 0u64);
             loop {
+                let from = after.as_ref().map(|(ts, id)| (*ts, id.as_str()));
                 let rows = self.reader.rows_of_segment(seg.id, from, PAGE)?;
                 let Some(last) = rows.last() else { break };
-                from = last.off + 1;
+                after = Some((last.timestamp, last.tx_id.clone()));
                 count += rows.len() as u64;
                 bytes += rows.iter().map(Row::record_len).sum::<u64>();
                 self.report.rows_checked += rows.len() as u64;
@@ -494,27 +495,43 @@ impl Scan<'_> {
     /// Rows pointing at a segment the index does not have. (The rows of a dropped segment
     /// are garbage the writer sweeps, not findings.)
     fn orphan_rows(&mut self) -> Result<()> {
-        let mut after: (i64, i64) = (-1, -1);
+        // The segments they point at first: one pass over the index's first column.
+        let segs: Vec<i64> = self
+            .reader
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT seg FROM records
+                 WHERE seg NOT IN (SELECT id FROM segments) ORDER BY seg",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.reader.err("find rows without a segment", e))?;
+        for seg in segs {
+            self.orphan_rows_of(u64::try_from(seg).unwrap_or(0))?;
+        }
+        Ok(())
+    }
+
+    fn orphan_rows_of(&mut self, seg: u64) -> Result<()> {
+        let mut after: Option<(f64, String)> = None;
         loop {
-            let rows: Vec<Row> = self
+            // A writer may have registered it since (only a damaged row names an id that
+            // was never handed out).
+            let registered = self
                 .reader
                 .conn
-                .prepare_cached(&format!(
-                    "SELECT {ROW_COLS} FROM records r
-                     WHERE (seg, off) > (?1, ?2) AND NOT EXISTS (
-                        SELECT 1 FROM segments s WHERE s.id = r.seg)
-                     ORDER BY seg, off LIMIT ?3"
-                ))
-                .and_then(|mut s| {
-                    s.query_map(
-                        params![after.0, after.1, PAGE as i64],
-                        super::index::row_from,
-                    )?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                })
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM segments WHERE id = ?1)")
+                .and_then(|mut s| s.query_row([to_i64(seg)], |r| r.get::<_, bool>(0)))
                 .map_err(|e| self.reader.err("find rows without a segment", e))?;
+            if registered {
+                break;
+            }
+            let from = after.as_ref().map(|(ts, id)| (*ts, id.as_str()));
+            let rows = self.reader.rows_of_segment(seg, from, PAGE)?;
             let Some(last) = rows.last() else { break };
-            after = (to_i64(last.seg), to_i64(last.off));
+            after = Some((last.timestamp, last.tx_id.clone()));
             self.report.rows_checked += rows.len() as u64;
             let bad = rows
                 .into_iter()

@@ -264,7 +264,7 @@ impl SegmentsWriter {
     /// The time window (bucket) of a timestamp.
     fn bucket(&self, ts: f64) -> u64 {
         // Timestamps are finite and non-negative (validated above the seam).
-        (ts / self.window as f64).floor() as u64
+        index::bucket_of(ts, self.window)
     }
 }
 
@@ -431,7 +431,7 @@ impl EngineWriter for SegmentsWriter {
             let mut ids: Vec<String> = Vec::new();
             let mut dropped: Vec<u64> = Vec::new();
             // 1. Whole segments whose newest record is expired: each dropped in O(1) index
-            //    work (its ids read over `records_seg`, its state set to dropped: from this
+            //    work (its ids read over `records_seg_ts`, its state set to dropped: from this
             //    commit on its rows are not part of the store, and sweeps delete them later).
             //    At least one per call whatever its size, then as many as fit in `limit`.
             let whole: Vec<(u64, u64)> = w
@@ -484,38 +484,45 @@ impl EngineWriter for SegmentsWriter {
             //    come back when the segment is compacted or dropped.
             let remaining = limit.saturating_sub(ids.len());
             if remaining > 0 {
-                // No dropped segment left with rows (the last sweep found none): nothing to
-                // skip, and no look at the segment table.
-                let scan = if w.cache.dead == Some(false) {
-                    index::ExpiryScan::EVERY_ROW
-                } else {
-                    w.index.expiry_scan(w.window)?
-                };
+                // Only live segments of the windows that start before the cutoff can hold
+                // expired rows, each a range of `records_seg_ts`; oldest window first.
                 // Only what the accounting needs comes back: the id, where its record
                 // was, and the record's length (header + id + holder + payload bytes).
-                let rows: Vec<(String, u64, u64)> = w
-                    .index
-                    .conn
-                    .prepare_cached(&format!(
-                        "DELETE FROM records WHERE tx_id IN (
-                            SELECT tx_id FROM records
-                            WHERE timestamp < ?1 AND (?2 - timestamp) > ?3
-                              AND timestamp >= ?5 {}
-                            ORDER BY timestamp, tx_id LIMIT ?4)
-                         RETURNING tx_id, seg, {VAR_LEN_SQL}",
-                        scan.filter()
-                    ))
-                    .and_then(|mut s| {
-                        s.query_map(params![c, now, ttl, to_i64(remaining as u64), scan.floor], |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                                u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
-                            ))
-                        })?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                    })
-                    .map_err(|e| w.index.err("delete expired rows", e))?;
+                let mut rows: Vec<(String, u64, u64)> = Vec::new();
+                for (_, seg) in w.index.expiry_candidates(c, w.window, 0)? {
+                    let left = remaining.saturating_sub(rows.len());
+                    if left == 0 {
+                        break;
+                    }
+                    let part = w
+                        .index
+                        .conn
+                        .prepare_cached(&format!(
+                            "DELETE FROM records WHERE tx_id IN (
+                                SELECT tx_id FROM records
+                                WHERE seg = ?1 AND timestamp < ?2 AND (?3 - timestamp) > ?4
+                                ORDER BY timestamp, tx_id LIMIT ?5)
+                             RETURNING tx_id, {VAR_LEN_SQL}"
+                        ))
+                        .and_then(|mut s| {
+                            s.query_map(
+                                params![to_i64(seg), c, now, ttl, to_i64(left as u64)],
+                                |r| {
+                                    Ok((
+                                        r.get::<_, String>(0)?,
+                                        seg,
+                                        u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                                    ))
+                                },
+                            )?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                        })
+                        .map_err(|e| {
+                            w.index
+                                .err(format!("delete expired rows of segment {seg}"), e)
+                        })?;
+                    rows.extend(part);
+                }
                 let mut deltas: HashMap<u64, Delta> = HashMap::new();
                 for (_, seg, var) in &rows {
                     let d = deltas.entry(*seg).or_default();
@@ -1543,6 +1550,8 @@ impl SegmentsWriter {
         let mut rows_us = 0u64;
         let mut written_us = 0u64;
         let mut sync_us = 0u64;
+        let mut commit_us = 0u64;
+        let mut joined_us = 0u64;
         let committed = self.group_txn(|w| {
             let rows = |w: &mut Self| -> Result<Vec<u64>> {
                 let deltas = w.insert_rows(&placed)?;
@@ -1587,6 +1596,7 @@ impl SegmentsWriter {
                 done.map_err(|(seg, e)| StorageError::io("append to segment", w.dir.path(seg), e))?;
             (written_us, sync_us) = (took, synced_in);
             w.check_synced(&staged, synced)?;
+            joined_us = placed_at.elapsed().as_micros() as u64;
             rows
         });
         let committed = committed.and_then(|dropped| {
@@ -1601,7 +1611,9 @@ impl SegmentsWriter {
                     None => self.lock.mark_pending(true).is_ok(),
                 };
             if !early {
+                let t = Instant::now();
                 self.commit_saves()?;
+                commit_us = t.elapsed().as_micros() as u64;
             }
             Ok((dropped, early))
         });
@@ -1615,6 +1627,8 @@ impl SegmentsWriter {
                     seal_and_write_us = written_us,
                     sync_us,
                     rows_us,
+                    commit_us,
+                    joined_us,
                     rest_us = placed_at.elapsed().as_micros() as u64,
                     before_us = (started - entered).as_micros() as u64,
                     "group committed"
@@ -1733,7 +1747,7 @@ impl SegmentsWriter {
         let Some(src) = self.compaction_candidate()? else {
             return Ok(());
         };
-        let rows = self.index.rows_of_segment(src.id, 0, STEP_RECORDS)?;
+        let rows = self.index.rows_of_segment(src.id, None, STEP_RECORDS)?;
         if rows.is_empty() {
             let dropped = self.txn(true, |w| {
                 // No row points here, whatever the counters said: set them right, drop it.
