@@ -1552,6 +1552,8 @@ impl SegmentsWriter {
         let mut sync_us = 0u64;
         let mut commit_us = 0u64;
         let mut joined_us = 0u64;
+        let mut sent_us = 0u64;
+        let mut io_wait_us = 0u64;
         let committed = self.group_txn(|w| {
             let rows = |w: &mut Self| -> Result<Vec<u64>> {
                 let deltas = w.insert_rows(&placed)?;
@@ -1568,11 +1570,18 @@ impl SegmentsWriter {
                 },
                 None => false,
             };
+            sent_us = placed_at.elapsed().as_micros() as u64;
             let (rows, done) = if sent {
                 let t = std::time::Instant::now();
                 let rows = rows(w);
                 rows_us = t.elapsed().as_micros() as u64;
-                let done = w.io.as_ref().and_then(IoThread::wait);
+                let done =
+                    w.io.as_ref()
+                        .and_then(IoThread::wait)
+                        .map(|(done, waited)| {
+                            io_wait_us = waited;
+                            done
+                        });
                 if done.is_none() {
                     // Gone (it never is but by a bug): the next big group starts another.
                     w.io = None;
@@ -1629,6 +1638,8 @@ impl SegmentsWriter {
                     rows_us,
                     commit_us,
                     joined_us,
+                    sent_us,
+                    io_wait_us,
                     rest_us = placed_at.elapsed().as_micros() as u64,
                     before_us = (started - entered).as_micros() as u64,
                     "group committed"
