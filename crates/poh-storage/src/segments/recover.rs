@@ -7,7 +7,7 @@
 //! between creating it and registering it) is removed, and a non-empty one is moved to
 //! quarantine — never deleted.
 //!
-//! [`run`] then reads every segment sequentially, row by row in offset order, checking
+//! [`run`] then reads every segment, row by row in time order (`records_seg_ts`), checking
 //! each record against its row (header checksum, fields, payload SHA-256): a record that
 //! fails is quarantined (its bytes as found and a note) and its row dropped; a row whose
 //! segment is gone is noted in quarantine and dropped. Errors that may pass leave the tx
@@ -309,7 +309,7 @@ fn hold(lock: Option<&StoreLock>, dry_run: bool) -> Result<Option<LockGuard<'_>>
 }
 
 /// Full recovery (or, with `dry_run`, verification): repair, then every row checked
-/// against its record, segment by segment in offset order, then the database's own check.
+/// against its record, segment by segment in time order, then the database's own check.
 pub(crate) fn run(
     dir: &SegDir,
     writer: Option<Index>,
