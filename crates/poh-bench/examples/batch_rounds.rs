@@ -67,6 +67,13 @@ fn rocks_busy(db: &DB) -> Result<bool> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // RUST_LOG=poh_storage=debug shows, per group commit, where its time went.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let per: usize = arg(1, 50)?;
     let rounds: usize = arg(2, 20)?;
     let spacing: f64 = arg(3, 0.001)?;
