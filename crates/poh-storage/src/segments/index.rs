@@ -98,6 +98,13 @@ impl Row {
         }
     }
 
+    /// Expiry's order: `(timestamp, tx_id)`.
+    pub(crate) fn time_order(a: &Row, b: &Row) -> std::cmp::Ordering {
+        a.timestamp
+            .total_cmp(&b.timestamp)
+            .then_with(|| a.tx_id.cmp(&b.tx_id))
+    }
+
     /// Bytes of its record.
     pub(crate) fn record_len(&self) -> u64 {
         super::record::record_len(self.tx_id.len(), self.holder_id.len(), self.size)
@@ -480,7 +487,8 @@ impl Index {
     ) -> Result<Vec<Row>> {
         let (ats, aid) = after.unwrap_or((f64::NEG_INFINITY, ""));
         let from = if ats > 0.0 { bucket_of(ats, window) } else { 0 };
-        let segs = self.expiry_candidates(cutoff(now, ttl), window, from)?;
+        let c = cutoff(now, ttl);
+        let segs = self.expiry_candidates(c, window, from)?;
         let sql = format!(
             "SELECT {ROW_COLS} FROM records
              WHERE seg = ?1 AND timestamp < ?2 AND (?3 - timestamp) > ?4
@@ -499,24 +507,12 @@ impl Index {
             for &(_, seg) in &rest[..n] {
                 rows.extend(self.rows(
                     &sql,
-                    params![
-                        to_i64(seg),
-                        cutoff(now, ttl),
-                        now,
-                        ttl,
-                        ats,
-                        aid,
-                        to_i64(left as u64)
-                    ],
+                    params![to_i64(seg), c, now, ttl, ats, aid, to_i64(left as u64)],
                     "find expired rows",
                 )?);
             }
             if n > 1 {
-                rows.sort_by(|a, b| {
-                    a.timestamp
-                        .total_cmp(&b.timestamp)
-                        .then_with(|| a.tx_id.cmp(&b.tx_id))
-                });
+                rows.sort_by(Row::time_order);
                 rows.truncate(left);
             }
             out.extend(rows);

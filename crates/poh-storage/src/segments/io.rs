@@ -209,6 +209,7 @@ impl IoThread {
         self.done.recv().ok()
     }
 }
+
 impl Drop for IoThread {
     fn drop(&mut self) {
         self.jobs = None;
@@ -234,7 +235,6 @@ mod tests {
             eprintln!("note: one CPU here; nothing to steer");
             return;
         }
-        let back = allowed;
         for &cpu in cpus.iter().take(2) {
             // This thread pinned to `cpu`: the I/O thread may run anywhere else.
             let mut one = rustix::thread::CpuSet::new();
@@ -247,6 +247,6 @@ mod tests {
             assert!(!its.is_set(cpu), "kept off CPU {cpu}");
             assert_eq!(its.count() as usize, cpus.len() - 1);
         }
-        rustix::thread::sched_setaffinity(None, &back).expect("unpin");
+        rustix::thread::sched_setaffinity(None, &allowed).expect("unpin");
     }
 }

@@ -103,11 +103,7 @@ impl Overlay {
                     .cloned(),
             )
             .collect();
-        out.sort_by(|a, b| {
-            a.timestamp
-                .total_cmp(&b.timestamp)
-                .then_with(|| a.tx_id.cmp(&b.tx_id))
-        });
+        out.sort_by(Row::time_order);
         out.truncate(limit);
         out
     }

@@ -488,6 +488,13 @@ impl EngineWriter for SegmentsWriter {
                 // expired rows, each a range of `records_seg_ts`; oldest window first.
                 // Only what the accounting needs comes back: the id, where its record
                 // was, and the record's length (header + id + holder + payload bytes).
+                let sql = format!(
+                    "DELETE FROM records WHERE tx_id IN (
+                        SELECT tx_id FROM records
+                        WHERE seg = ?1 AND timestamp < ?2 AND (?3 - timestamp) > ?4
+                        ORDER BY timestamp, tx_id LIMIT ?5)
+                     RETURNING tx_id, {VAR_LEN_SQL}"
+                );
                 let mut rows: Vec<(String, u64, u64)> = Vec::new();
                 for (_, seg) in w.index.expiry_candidates(c, w.window, 0)? {
                     let left = remaining.saturating_sub(rows.len());
@@ -497,13 +504,7 @@ impl EngineWriter for SegmentsWriter {
                     let part = w
                         .index
                         .conn
-                        .prepare_cached(&format!(
-                            "DELETE FROM records WHERE tx_id IN (
-                                SELECT tx_id FROM records
-                                WHERE seg = ?1 AND timestamp < ?2 AND (?3 - timestamp) > ?4
-                                ORDER BY timestamp, tx_id LIMIT ?5)
-                             RETURNING tx_id, {VAR_LEN_SQL}"
-                        ))
+                        .prepare_cached(&sql)
                         .and_then(|mut s| {
                             s.query_map(
                                 params![to_i64(seg), c, now, ttl, to_i64(left as u64)],
@@ -1552,7 +1553,6 @@ impl SegmentsWriter {
         let mut sync_us = 0u64;
         let mut commit_us = 0u64;
         let mut joined_us = 0u64;
-        let mut sent_us = 0u64;
         let mut io_wait_us = 0u64;
         let committed = self.group_txn(|w| {
             let rows = |w: &mut Self| -> Result<Vec<u64>> {
@@ -1570,7 +1570,6 @@ impl SegmentsWriter {
                 },
                 None => false,
             };
-            sent_us = placed_at.elapsed().as_micros() as u64;
             let (rows, done) = if sent {
                 let t = std::time::Instant::now();
                 let rows = rows(w);
@@ -1638,7 +1637,6 @@ impl SegmentsWriter {
                     rows_us,
                     commit_us,
                     joined_us,
-                    sent_us,
                     io_wait_us,
                     rest_us = placed_at.elapsed().as_micros() as u64,
                     before_us = (started - entered).as_micros() as u64,
